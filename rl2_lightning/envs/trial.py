@@ -1,0 +1,198 @@
+"""RL² trial semantics, shared by every task family.
+
+A :class:`TaskSimulator` holds the batched dynamics of one family (bandit, tabular MDP, maze ...):
+it knows how to install tasks, start an episode and take a step, and nothing about trials.
+:class:`TrialEnv` turns any simulator into a TorchRL environment whose *episode is the trial*
+(DESIGN.md §3):
+
+* ``reset()`` draws a new task from the task source for every env being reset;
+* when an inner episode ends, the simulator restarts the episode on the *same* task inside
+  ``step()``, and the next observation carries ``episode_done=True``;
+* the policy input is ``observation``, one-hot ``prev_action``, ``prev_reward`` and
+  ``episode_done`` (all zero at a trial start);
+* ``done``/``terminated`` are raised only when the trial's last episode ends.
+
+``episode_index`` (which episode of the trial the current observation belongs to) is exposed for
+logging return per episode; it is not a policy input.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Binary, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+from rl2_lightning.envs.tasks import TaskSource
+
+
+class TaskSimulator(abc.ABC):
+    """Batched dynamics of one task family over ``num_envs`` parallel tasks.
+
+    Subclasses keep their per-env state as tensors of leading size ``num_envs`` and implement every
+    method as tensor operations over that batch (no Python loop over envs).
+    """
+
+    #: number of discrete actions
+    num_actions: int
+    #: shape of one observation (without the batch dimension)
+    observation_shape: tuple[int, ...]
+    #: maximum number of steps of one episode
+    max_episode_steps: int
+
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu"):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+
+    def seed(self, seed: int) -> None:
+        """Seed the simulator's own randomness (stochastic rewards and transitions)."""
+        self.generator.manual_seed(int(seed))
+
+    @abc.abstractmethod
+    def sample_tasks(self, n: int, generator: torch.Generator) -> TensorDict:
+        """Draw ``n`` tasks from the family's distribution, as a TensorDict of batch size ``[n]``."""
+
+    @abc.abstractmethod
+    def set_tasks(self, tasks: TensorDictBase, mask: torch.Tensor) -> None:
+        """Install ``tasks`` (batch ``[mask.sum()]``) in the envs selected by the bool ``mask``."""
+
+    @abc.abstractmethod
+    def reset_episodes(self, mask: torch.Tensor) -> None:
+        """Start a new episode, on the current task, in the envs selected by ``mask``."""
+
+    @abc.abstractmethod
+    def step(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply ``action`` (int64 ``[num_envs]``) to every env.
+
+        Returns ``(reward, episode_end)``: float ``[num_envs]`` and bool ``[num_envs]``. The
+        simulator does not restart ended episodes itself; :class:`TrialEnv` decides that.
+        """
+
+    @abc.abstractmethod
+    def observation(self) -> torch.Tensor:
+        """The current observation of every env, ``[num_envs, *observation_shape]`` float."""
+
+    def close(self) -> None:
+        """Release external resources (engines, processes); nothing by default."""
+
+
+class TrialEnv(EnvBase):
+    """A TorchRL environment whose episode is one RL² trial of ``episodes_per_trial`` episodes.
+
+    Args:
+        simulator: the batched task dynamics; its ``num_envs`` is this env's batch size.
+        task_source: where the tasks of new trials come from (a seeded stream for training, a fixed
+            held-out set for meta-test).
+        episodes_per_trial: number of episodes ``n`` in one trial.
+        device: device of the tensors (the simulator's device).
+    """
+
+    _reward_key = "reward"
+
+    def __init__(
+        self,
+        simulator: TaskSimulator,
+        task_source: TaskSource,
+        episodes_per_trial: int,
+        device: torch.device | str | None = None,
+    ):
+        if episodes_per_trial < 1:
+            raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial}")
+        device = torch.device(device) if device is not None else simulator.device
+        super().__init__(device=device, batch_size=torch.Size([simulator.num_envs]))
+        self.simulator = simulator
+        self.task_source = task_source
+        self.episodes_per_trial = int(episodes_per_trial)
+        n, a = simulator.num_envs, simulator.num_actions
+        self._episode_index = torch.zeros(n, dtype=torch.long, device=device)
+        self._eye = torch.eye(a, device=device)
+
+        self.observation_spec = Composite(
+            observation=Unbounded(shape=(n, *simulator.observation_shape), device=device),
+            prev_action=Binary(n=a, shape=(n, a), dtype=torch.float32, device=device),
+            prev_reward=Unbounded(shape=(n, 1), device=device),
+            episode_done=Binary(n=1, shape=(n, 1), dtype=torch.bool, device=device),
+            episode_index=Unbounded(shape=(n, 1), dtype=torch.long, device=device),
+            shape=(n,),
+            device=device,
+        )
+        self.action_spec = Categorical(a, shape=(n,), device=device)
+        self.reward_spec = Unbounded(shape=(n, 1), device=device)
+        flag = Categorical(2, shape=(n, 1), dtype=torch.bool, device=device)
+        self.full_done_spec = Composite(
+            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=device
+        )
+
+    @property
+    def trial_steps(self) -> int | None:
+        """Length of a trial in steps when every episode has a fixed length, else ``None``."""
+        fixed = getattr(self.simulator, "fixed_episode_steps", None)
+        return None if fixed is None else fixed * self.episodes_per_trial
+
+    def _observation(self, prev_action, prev_reward, episode_done) -> TensorDict:
+        return TensorDict(
+            {
+                "observation": self.simulator.observation(),
+                "prev_action": prev_action,
+                "prev_reward": prev_reward,
+                "episode_done": episode_done,
+                "episode_index": self._episode_index.unsqueeze(-1).clone(),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDict:
+        n = self.batch_size[0]
+        mask = None if tensordict is None else tensordict.get("_reset", None)
+        mask = torch.ones(n, dtype=torch.bool, device=self.device) if mask is None else mask.reshape(n)
+        num_new = int(mask.sum())
+        if num_new:
+            self.simulator.set_tasks(self.task_source.next(num_new), mask)
+            self.simulator.reset_episodes(mask)
+            self._episode_index.masked_fill_(mask, 0)
+        a = self.simulator.num_actions
+        out = self._observation(
+            torch.zeros(n, a, device=self.device),
+            torch.zeros(n, 1, device=self.device),
+            torch.zeros(n, 1, dtype=torch.bool, device=self.device),
+        )
+        done = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
+        out.update({"done": done, "terminated": done.clone(), "truncated": done.clone()})
+        return out
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDict:
+        action = tensordict.get("action").reshape(-1)
+        reward, episode_end = self.simulator.step(action)
+        self._episode_index += episode_end
+        trial_done = self._episode_index >= self.episodes_per_trial
+        # Inner episode ends restart the same task; a finished trial waits for reset() (new task).
+        restart = episode_end & ~trial_done
+        if restart.any():
+            self.simulator.reset_episodes(restart)
+        reward = reward.unsqueeze(-1)
+        out = self._observation(self._eye[action], reward, episode_end.unsqueeze(-1))
+        done = trial_done.unsqueeze(-1)
+        out.update(
+            {
+                "reward": reward,
+                "done": done,
+                "terminated": done.clone(),
+                "truncated": torch.zeros_like(done),
+            }
+        )
+        return out
+
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is not None:
+            self.simulator.seed(seed)
+            self.task_source.seed(seed)
+
+    def close(self, *, raise_if_closed: bool = True) -> None:  # noqa: D102
+        self.simulator.close()
+        super().close(raise_if_closed=raise_if_closed)
