@@ -1,0 +1,65 @@
+"""Meta-test: a frozen policy plays one trial on each task of a fixed set; return per episode index.
+
+Shared by the meta-test callback, the evaluation command and the baselines, so that RL² and every
+baseline are scored by the same code on the same held-out tasks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+
+def play_trials(
+    env: EnvBase,
+    policy,
+    max_steps: int,
+    exploration: ExplorationType = ExplorationType.RANDOM,
+) -> TensorDictBase:
+    """Reset ``env`` (new tasks in every env) and play one trial with ``policy``, no gradients.
+
+    Returns the rollout, batch ``[num_envs, max_steps]``. ``max_steps`` is the trial length (the
+    padded length for families with variable-length episodes).
+    """
+    with torch.no_grad(), set_exploration_type(exploration):
+        return env.rollout(max_steps, policy, auto_reset=True, break_when_any_done=False)
+
+
+def episode_returns(rollout: TensorDictBase, episodes_per_trial: int) -> torch.Tensor:
+    """Sum of rewards per episode of the trial: ``[num_trials, episodes_per_trial]``.
+
+    A step's reward belongs to the episode of the observation the action was taken from
+    (``episode_index`` of the step's input). Steps past the trial end (padding) are ignored.
+    """
+    index = rollout["episode_index"].squeeze(-1)
+    reward = rollout["next", "reward"].squeeze(-1)
+    keep = index < episodes_per_trial
+    if "valid" in rollout.keys():
+        keep = keep & rollout["valid"].squeeze(-1)
+    out = torch.zeros(index.shape[0], episodes_per_trial, dtype=reward.dtype, device=reward.device)
+    return out.scatter_add_(1, index.clamp(max=episodes_per_trial - 1), reward * keep)
+
+
+def mean_ci95(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and half-width of the normal-approximation 95% confidence interval of a sample."""
+    x = x.double().flatten()
+    n = x.numel()
+    half = 1.959964 * x.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
+    return x.mean().item(), half
+
+
+def summarize(returns: torch.Tensor) -> dict[str, float]:
+    """Scalar metrics from per-episode returns ``[num_trials, n]``.
+
+    Keys: ``trial_return`` / ``trial_return_ci95`` (total reward over the trial, as the paper's
+    tables) and ``return_ep{k}`` (mean reward of the k-th episode, k from 0).
+    """
+    mean, half = mean_ci95(returns.sum(-1))
+    out = {"trial_return": mean, "trial_return_ci95": half}
+    per_episode = returns.double().mean(0)
+    out.update({f"return_ep{k}": v.item() for k, v in enumerate(per_episode)})
+    return out
