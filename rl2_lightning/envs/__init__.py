@@ -47,6 +47,7 @@ def make_trial_env(
     num_envs: int,
     episodes_per_trial: int,
     *,
+    trials_per_reset: int = 1,
     seed: int = 0,
     rank: int = 0,
     worker: int = 0,
@@ -60,7 +61,8 @@ def make_trial_env(
     With ``task_set=None`` tasks come from a training stream seeded by ``(seed, rank, worker)`` that
     excludes the family's held-out and tuning sets; with ``task_set="heldout"`` or ``"tuning"`` they are
     that fixed set, in order. ``init_tracker`` appends TorchRL's ``InitTracker`` (``is_init`` marks
-    trial starts, where the GRU resets).
+    trial starts, where the GRU resets). ``trials_per_reset > 1`` is the no-reset ablation (see
+    :class:`TrialEnv`).
     """
     sim = make_simulator(family, num_envs, device, **family_kwargs)
     source: TaskSource
@@ -72,7 +74,7 @@ def make_trial_env(
 
         source = FixedTasks(load_task_set(sim.setting, task_set))
     sim.seed(derive_seed(seed, "train" if task_set is None else task_set, "dynamics", rank, worker))
-    env = TrialEnv(sim, source, episodes_per_trial, device=sim.device)
+    env = TrialEnv(sim, source, episodes_per_trial, trials_per_reset, device=sim.device)
     return TransformedEnv(env, InitTracker()) if init_tracker else env
 
 

@@ -13,7 +13,13 @@ it knows how to install tasks, start an episode and take a step, and nothing abo
 * ``done``/``terminated`` are raised only when the trial's last episode ends.
 
 ``episode_index`` (which episode of the trial the current observation belongs to) is exposed for
-logging return per episode; it is not a policy input.
+logging return per episode; it is not a policy input. ``trial_done`` marks the step that ends a trial:
+GAE stops bootstrapping there.
+
+The "no reset" ablation (DESIGN.md §3.6) is ``trials_per_reset > 1``: the TorchRL episode then spans
+that many consecutive trials, a new task is drawn inside ``step()`` when a trial ends (with
+``episode_done`` raised, nothing else zeroed), so ``is_init`` - and with it the GRU reset - comes only
+once per ``trials_per_reset`` trials, while returns still stop at every trial end.
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ class TrialEnv(EnvBase):
         task_source: where the tasks of new trials come from (a seeded stream for training, a fixed
             held-out set for meta-test).
         episodes_per_trial: number of episodes ``n`` in one trial.
+        trials_per_reset: trials per TorchRL episode; 1 is RL² proper, more is the no-reset ablation.
         device: device of the tensors (the simulator's device).
     """
 
@@ -99,17 +106,22 @@ class TrialEnv(EnvBase):
         simulator: TaskSimulator,
         task_source: TaskSource,
         episodes_per_trial: int,
+        trials_per_reset: int = 1,
         device: torch.device | str | None = None,
     ):
         if episodes_per_trial < 1:
             raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial}")
+        if trials_per_reset < 1:
+            raise ValueError(f"trials_per_reset must be >= 1, got {trials_per_reset}")
         device = torch.device(device) if device is not None else simulator.device
         super().__init__(device=device, batch_size=torch.Size([simulator.num_envs]))
         self.simulator = simulator
         self.task_source = task_source
         self.episodes_per_trial = int(episodes_per_trial)
+        self.trials_per_reset = int(trials_per_reset)
         n, a = simulator.num_envs, simulator.num_actions
         self._episode_index = torch.zeros(n, dtype=torch.long, device=device)
+        self._trial_index = torch.zeros(n, dtype=torch.long, device=device)
         self._eye = torch.eye(a, device=device)
 
         self.observation_spec = Composite(
@@ -118,6 +130,7 @@ class TrialEnv(EnvBase):
             prev_reward=Unbounded(shape=(n, 1), device=device),
             episode_done=Binary(n=1, shape=(n, 1), dtype=torch.bool, device=device),
             episode_index=Unbounded(shape=(n, 1), dtype=torch.long, device=device),
+            trial_done=Binary(n=1, shape=(n, 1), dtype=torch.bool, device=device),
             shape=(n,),
             device=device,
         )
@@ -134,7 +147,7 @@ class TrialEnv(EnvBase):
         fixed = getattr(self.simulator, "fixed_episode_steps", None)
         return None if fixed is None else fixed * self.episodes_per_trial
 
-    def _observation(self, prev_action, prev_reward, episode_done) -> TensorDict:
+    def _observation(self, prev_action, prev_reward, episode_done, trial_done) -> TensorDict:
         return TensorDict(
             {
                 "observation": self.simulator.observation(),
@@ -142,6 +155,7 @@ class TrialEnv(EnvBase):
                 "prev_reward": prev_reward,
                 "episode_done": episode_done,
                 "episode_index": self._episode_index.unsqueeze(-1).clone(),
+                "trial_done": trial_done,
             },
             batch_size=self.batch_size,
             device=self.device,
@@ -153,18 +167,20 @@ class TrialEnv(EnvBase):
         mask = torch.ones(n, dtype=torch.bool, device=self.device) if mask is None else mask.reshape(n)
         num_new = int(mask.sum())
         if num_new:
-            self.simulator.set_tasks(self.task_source.next(num_new), mask)
-            self.simulator.reset_episodes(mask)
-            self._episode_index.masked_fill_(mask, 0)
+            self._start_trials(mask, num_new)
+            self._trial_index.masked_fill_(mask, 0)
         a = self.simulator.num_actions
-        out = self._observation(
-            torch.zeros(n, a, device=self.device),
-            torch.zeros(n, 1, device=self.device),
-            torch.zeros(n, 1, dtype=torch.bool, device=self.device),
-        )
         done = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
+        zeros = torch.zeros(n, 1, device=self.device)
+        out = self._observation(torch.zeros(n, a, device=self.device), zeros, done.clone(), done.clone())
         out.update({"done": done, "terminated": done.clone(), "truncated": done.clone()})
         return out
+
+    def _start_trials(self, mask: torch.Tensor, num_new: int) -> None:
+        """Draw new tasks for the envs in ``mask`` and start their first episode."""
+        self.simulator.set_tasks(self.task_source.next(num_new), mask)
+        self.simulator.reset_episodes(mask)
+        self._episode_index.masked_fill_(mask, 0)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
         action = tensordict.get("action").reshape(-1)
@@ -175,9 +191,17 @@ class TrialEnv(EnvBase):
         restart = episode_end & ~trial_done
         if restart.any():
             self.simulator.reset_episodes(restart)
+        done = trial_done
+        if self.trials_per_reset > 1:  # no-reset ablation: the next trial starts inside the episode
+            self._trial_index += trial_done
+            done = self._trial_index >= self.trials_per_reset
+            next_trial = trial_done & ~done
+            num_next = int(next_trial.sum())
+            if num_next:
+                self._start_trials(next_trial, num_next)
         reward = reward.unsqueeze(-1)
-        out = self._observation(self._eye[action], reward, episode_end.unsqueeze(-1))
-        done = trial_done.unsqueeze(-1)
+        out = self._observation(self._eye[action], reward, episode_end.unsqueeze(-1), trial_done.unsqueeze(-1))
+        done = done.unsqueeze(-1)
         out.update(
             {
                 "reward": reward,
