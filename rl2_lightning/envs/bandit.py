@@ -26,8 +26,6 @@ class BernoulliBandit(TaskSimulator):
         super().__init__(num_envs, device)
         self.num_actions = int(num_arms)
         self.p = torch.zeros(num_envs, num_arms, device=self.device)
-        self._obs = torch.ones(num_envs, 1, device=self.device)
-        self._episode_end = torch.ones(num_envs, dtype=torch.bool, device=self.device)
 
     @property
     def setting(self) -> str:
@@ -47,7 +45,7 @@ class BernoulliBandit(TaskSimulator):
     def step(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         p = self.p.gather(1, action.unsqueeze(1)).squeeze(1)
         u = torch.rand(self.num_envs, generator=self.generator, device=self.device)
-        return (u < p).to(torch.float32), self._episode_end
+        return (u < p).to(torch.float32), torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
 
     def observation(self) -> torch.Tensor:  # noqa: D102
-        return self._obs
+        return torch.ones(self.num_envs, 1, device=self.device)

@@ -31,14 +31,16 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Binary, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from rl2_lightning.envs.tasks import TaskSource
+from rl2_lightning.envs.tasks import TaskSource, derive_seed
 
 
 class TaskSimulator(abc.ABC):
     """Batched dynamics of one task family over ``num_envs`` parallel tasks.
 
     Subclasses keep their per-env state as tensors of leading size ``num_envs`` and implement every
-    method as tensor operations over that batch (no Python loop over envs).
+    method as tensor operations over that batch (no Python loop over envs). The tensors that
+    :meth:`step` and :meth:`observation` return go into the env's TensorDicts, where callers may
+    modify them in place, so they must be fresh tensors, never views of the simulator's state.
     """
 
     #: number of discrete actions
@@ -87,7 +89,74 @@ class TaskSimulator(abc.ABC):
         """Release external resources (engines, processes); nothing by default."""
 
 
-class TrialEnv(EnvBase):
+class SimulatorEnv(EnvBase):
+    """Base of the TorchRL environments over a :class:`TaskSimulator` and a :class:`TaskSource`.
+
+    Holds what :class:`TrialEnv` and the plain :class:`~rl2_lightning.envs.episode.EpisodeEnv`
+    share: the action, reward and done specs, drawing tasks on reset, seeding and closing.
+    Subclasses set the observation spec and define ``_reset`` and ``_step``.
+
+    Args:
+        simulator: the batched task dynamics; its ``num_envs`` is this env's batch size.
+        task_source: where new tasks come from.
+        device: device of the tensors; must be the simulator's device (the default).
+    """
+
+    def __init__(
+        self,
+        simulator: TaskSimulator,
+        task_source: TaskSource,
+        device: torch.device | str | None = None,
+    ):
+        device = simulator.device if device is None else torch.device(device)
+        sim_device = simulator.device
+        if device.type != sim_device.type or None not in (device.index, sim_device.index) and (
+            device.index != sim_device.index
+        ):
+            raise ValueError(f"device={device} differs from the simulator's device {sim_device}")
+        super().__init__(device=device, batch_size=torch.Size([simulator.num_envs]))
+        self.simulator = simulator
+        self.task_source = task_source
+        n = simulator.num_envs
+        self.action_spec = Categorical(simulator.num_actions, shape=(n,), device=device)
+        self.reward_spec = Unbounded(shape=(n, 1), device=device)
+        flag = Categorical(2, shape=(n, 1), dtype=torch.bool, device=device)
+        self.full_done_spec = Composite(
+            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=device
+        )
+
+    def _reset_mask(self, tensordict: TensorDictBase | None) -> torch.Tensor:
+        """Bool ``[num_envs]``: the envs to reset (all of them when there is no ``_reset`` entry)."""
+        mask = None if tensordict is None else tensordict.get("_reset", None)
+        if mask is None:
+            return torch.ones(self.batch_size, dtype=torch.bool, device=self.device)
+        return mask.reshape(self.batch_size)
+
+    def _draw_tasks(self, mask: torch.Tensor, num_new: int) -> None:
+        """Install new tasks in the ``num_new`` envs selected by ``mask`` and start their first episode."""
+        self.simulator.set_tasks(self.task_source.next(num_new), mask)
+        self.simulator.reset_episodes(mask)
+
+    def _make_tensordict(self, entries: dict[str, torch.Tensor], done: torch.Tensor) -> TensorDict:
+        """The output of ``_reset`` / ``_step``: ``entries`` plus the done flags (``terminated = done``)."""
+        entries.update(done=done, terminated=done.clone(), truncated=torch.zeros_like(done))
+        # Every entry is a fresh tensor with the spec's shape and dtype on this device, so TensorDict's
+        # per-entry validation is skipped: it costs more than a whole bandit step.
+        return TensorDict._new_unsafe(entries, batch_size=self.batch_size, device=self.device)
+
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is not None:
+            # Separate streams: with one seed for both, the first reward draws would repeat the
+            # parameters of the first tasks (e.g. a 1-env bandit's first pull of arm 0 always paid 0).
+            self.simulator.seed(derive_seed(seed, "dynamics"))
+            self.task_source.seed(derive_seed(seed, "tasks"))
+
+    def close(self, *, raise_if_closed: bool = True) -> None:  # noqa: D102
+        self.simulator.close()
+        super().close(raise_if_closed=raise_if_closed)
+
+
+class TrialEnv(SimulatorEnv):
     """A TorchRL environment whose episode is one RL² trial of ``episodes_per_trial`` episodes.
 
     Args:
@@ -113,10 +182,8 @@ class TrialEnv(EnvBase):
             raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial}")
         if trials_per_reset < 1:
             raise ValueError(f"trials_per_reset must be >= 1, got {trials_per_reset}")
-        device = torch.device(device) if device is not None else simulator.device
-        super().__init__(device=device, batch_size=torch.Size([simulator.num_envs]))
-        self.simulator = simulator
-        self.task_source = task_source
+        super().__init__(simulator, task_source, device)
+        device = self.device
         self.episodes_per_trial = int(episodes_per_trial)
         self.trials_per_reset = int(trials_per_reset)
         n, a = simulator.num_envs, simulator.num_actions
@@ -134,12 +201,6 @@ class TrialEnv(EnvBase):
             shape=(n,),
             device=device,
         )
-        self.action_spec = Categorical(a, shape=(n,), device=device)
-        self.reward_spec = Unbounded(shape=(n, 1), device=device)
-        flag = Categorical(2, shape=(n, 1), dtype=torch.bool, device=device)
-        self.full_done_spec = Composite(
-            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=device
-        )
 
     @property
     def trial_steps(self) -> int | None:
@@ -147,24 +208,19 @@ class TrialEnv(EnvBase):
         fixed = getattr(self.simulator, "fixed_episode_steps", None)
         return None if fixed is None else fixed * self.episodes_per_trial
 
-    def _observation(self, prev_action, prev_reward, episode_done, trial_done) -> TensorDict:
-        return TensorDict(
-            {
-                "observation": self.simulator.observation(),
-                "prev_action": prev_action,
-                "prev_reward": prev_reward,
-                "episode_done": episode_done,
-                "episode_index": self._episode_index.unsqueeze(-1).clone(),
-                "trial_done": trial_done,
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+    def _observation(self, prev_action, prev_reward, episode_done, trial_done) -> dict[str, torch.Tensor]:
+        return {
+            "observation": self.simulator.observation(),
+            "prev_action": prev_action,
+            "prev_reward": prev_reward,
+            "episode_done": episode_done,
+            "episode_index": self._episode_index.unsqueeze(-1).clone(),
+            "trial_done": trial_done,
+        }
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDict:
         n = self.batch_size[0]
-        mask = None if tensordict is None else tensordict.get("_reset", None)
-        mask = torch.ones(n, dtype=torch.bool, device=self.device) if mask is None else mask.reshape(n)
+        mask = self._reset_mask(tensordict)
         num_new = int(mask.sum())
         if num_new:
             self._start_trials(mask, num_new)
@@ -173,13 +229,11 @@ class TrialEnv(EnvBase):
         done = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
         zeros = torch.zeros(n, 1, device=self.device)
         out = self._observation(torch.zeros(n, a, device=self.device), zeros, done.clone(), done.clone())
-        out.update({"done": done, "terminated": done.clone(), "truncated": done.clone()})
-        return out
+        return self._make_tensordict(out, done)
 
     def _start_trials(self, mask: torch.Tensor, num_new: int) -> None:
         """Draw new tasks for the envs in ``mask`` and start their first episode."""
-        self.simulator.set_tasks(self.task_source.next(num_new), mask)
-        self.simulator.reset_episodes(mask)
+        self._draw_tasks(mask, num_new)
         self._episode_index.masked_fill_(mask, 0)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
@@ -200,23 +254,12 @@ class TrialEnv(EnvBase):
             if num_next:
                 self._start_trials(next_trial, num_next)
         reward = reward.unsqueeze(-1)
-        out = self._observation(self._eye[action], reward, episode_end.unsqueeze(-1), trial_done.unsqueeze(-1))
-        done = done.unsqueeze(-1)
-        out.update(
-            {
-                "reward": reward,
-                "done": done,
-                "terminated": done.clone(),
-                "truncated": torch.zeros_like(done),
-            }
+        # Each entry gets its own tensor (no two keys share storage), so in-place edits stay local.
+        out = self._observation(
+            self._eye.index_select(0, action),
+            reward.clone(),
+            episode_end.unsqueeze(-1),
+            trial_done.unsqueeze(-1).clone(),
         )
-        return out
-
-    def _set_seed(self, seed: int | None) -> None:
-        if seed is not None:
-            self.simulator.seed(seed)
-            self.task_source.seed(seed)
-
-    def close(self, *, raise_if_closed: bool = True) -> None:  # noqa: D102
-        self.simulator.close()
-        super().close(raise_if_closed=raise_if_closed)
+        out["reward"] = reward
+        return self._make_tensordict(out, done.unsqueeze(-1))
