@@ -1,0 +1,130 @@
+"""Zero-shot meta-test on held-out tasks during training.
+
+Every ``every_n_epochs`` epochs, rank 0 plays one trial with the frozen actor on each of the first
+``num_tasks`` tasks of the held-out set (no gradient step; the same tasks every time) and logs
+``meta_test/trial_return`` with its 95% confidence interval, ``meta_test/return_ep{k}``, a figure of
+return per episode index within the trial (the curve that shows the agent learning inside a trial),
+and appends the same numbers to ``metatest.csv`` in the run directory. Other ranks do no work.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from torchrl.envs.utils import ExplorationType
+
+from rl2_lightning.config import env_kwargs
+from rl2_lightning.envs import FixedTasks, make_trial_env
+from rl2_lightning.envs.tasks import load_task_set
+from rl2_lightning.metatest import episode_returns, play_trials, summarize
+
+EXPLORATION = {"random": ExplorationType.RANDOM, "mode": ExplorationType.DETERMINISTIC}
+
+
+class MetaTestCallback(Callback):
+    """Meta-test of the actor on a fixed task set.
+
+    Args:
+        every_n_epochs: evaluation period in epochs (also runs after the last epoch).
+        task_set: ``"heldout"`` (default) or ``"tuning"``.
+        num_tasks: number of tasks of the set to play.
+        exploration: ``"random"`` (sample actions) or ``"mode"`` (greedy actions).
+        seed: seed of the evaluation's own random streams (rewards, action sampling), so that every
+            evaluation is comparable and training's random streams are left untouched.
+        run_dir: where ``metatest.csv`` goes (default: the trainer's ``default_root_dir``).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        task_set: str = "heldout",
+        num_tasks: int = 1000,
+        exploration: str = "random",
+        seed: int = 12345,
+        run_dir: str | None = None,
+    ):
+        self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, task_set, num_tasks
+        self.exploration, self.seed, self.run_dir = EXPLORATION[exploration], seed, run_dir
+        self.env = None
+        self.tasks = None
+        self.last: dict[str, float] | None = None
+
+    def _build(self, pl_module: LightningModule) -> None:
+        cfg = pl_module.env_cfg
+        self.env = make_trial_env(
+            cfg["family"], self.num_tasks, cfg["episodes_per_trial"], task_set=self.task_set,
+            device=pl_module.device, **env_kwargs(cfg),
+        )
+        for primer in pl_module.agent.primers:
+            self.env.append_transform(primer.clone())
+        self.tasks = load_task_set(self.env.base_env.simulator.setting, self.task_set)[: self.num_tasks]
+
+    @torch.no_grad()
+    def evaluate(self, pl_module: LightningModule) -> torch.Tensor:
+        """Per-episode returns ``[num_tasks, episodes_per_trial]`` of the current actor."""
+        if self.env is None:
+            self._build(pl_module)
+        base = self.env.base_env
+        base.task_source = FixedTasks(self.tasks)  # the same tasks, in the same order, every time
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            base.simulator.seed(self.seed)
+            was_training = pl_module.training
+            pl_module.eval()
+            rollout = play_trials(self.env, pl_module.actor, base.trial_steps, self.exploration)
+            pl_module.train(was_training)
+        return episode_returns(rollout, pl_module.env_cfg["episodes_per_trial"])
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        if not ((trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch):
+            return
+        if not trainer.is_global_zero:
+            return
+        returns = self.evaluate(pl_module)
+        summary = summarize(returns)
+        self.last = summary
+        frames = int(pl_module.frames)
+        metrics = {f"meta_test/{k}": v for k, v in summary.items()}
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=frames)
+            experiment = getattr(trainer.logger, "experiment", None)
+            if hasattr(experiment, "add_figure"):
+                experiment.add_figure("meta_test/return_per_episode", self.figure(returns), global_step=frames)
+        self._append_csv(trainer, frames, summary)
+
+    def figure(self, returns: torch.Tensor):
+        """Mean return of each episode index within the trial, with a 95% CI band."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        r = returns.double().cpu()
+        mean = r.mean(0)
+        half = 1.96 * r.std(0) / max(1, r.shape[0]) ** 0.5
+        x = torch.arange(1, r.shape[1] + 1)
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(x, mean, marker="o", label="RL²")
+        ax.fill_between(x, mean - half, mean + half, alpha=0.25)
+        ax.set_xlabel("episode within the trial")
+        ax.set_ylabel("mean return")
+        ax.set_title(f"meta-test on {r.shape[0]} {self.task_set} tasks")
+        ax.legend()
+        fig.tight_layout()
+        return fig
+
+    def _append_csv(self, trainer: Trainer, frames: int, summary: dict[str, float]) -> None:
+        path = Path(self.run_dir or trainer.default_root_dir) / "metatest.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"epoch": trainer.current_epoch, "frames": frames, **summary}
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)

@@ -1,0 +1,177 @@
+"""Typed configuration schemas (Hydra structured configs).
+
+``conf/train.yaml`` is validated against :class:`TrainConfig`, so a wrong type (``algo.gamma=abc``) or
+an unknown key fails when the config is composed, before any work starts, with Hydra's message
+naming the key. Checks of allowed values that types cannot express live in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+@dataclass
+class EnvConfig:
+    """Task family and trial layout; family-specific sizes are left ``None`` when unused."""
+
+    family: str = "bandit"
+    episodes_per_trial: int = 10
+    #: trials collected per iteration on each device (the batch is [num_envs, trial_steps])
+    num_envs: int = 256
+    #: > 1: the no-reset ablation (hidden state kept across that many consecutive trials)
+    trials_per_reset: int = 1
+    num_arms: Optional[int] = None
+    num_states: Optional[int] = None
+    num_actions: Optional[int] = None
+    episode_steps: Optional[int] = None
+
+
+@dataclass
+class ModelConfig:
+    """Arguments of :func:`rl2_lightning.models.make_agent`."""
+
+    architecture: str = "gru"
+    hidden_size: int = 256
+    embed_size: int = 256
+    shared_trunk: bool = False
+
+
+@dataclass
+class AlgoConfig:
+    """PPO over whole trials."""
+
+    gamma: float = 0.99
+    lmbda: float = 0.3
+    clip_epsilon: float = 0.1
+    #: passes over each batch of trials
+    epochs: int = 4
+    #: minibatches per epoch, taken along the trial axis
+    minibatches: int = 4
+    entropy_coeff: float = 0.01
+    critic_coeff: float = 1.0
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-4
+    max_grad_norm: float = 0.5
+    normalize_advantage: bool = True
+    #: "constant" or "linear" (decays to 0 over trainer.max_epochs)
+    lr_schedule: str = "constant"
+
+
+@dataclass
+class MetaTestConfig:
+    """Zero-shot evaluation of the frozen actor on a fixed task set."""
+
+    enabled: bool = True
+    every_n_epochs: int = 1
+    task_set: str = "heldout"
+    #: how many tasks of the set to play (the set has 1000)
+    num_tasks: int = 1000
+    #: "random" samples actions (the default: RL² explores through its stochastic policy); "mode" is greedy
+    exploration: str = "random"
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of ``lightning.Trainer`` (any other Trainer argument can be added with ``+trainer.x=``)."""
+
+    _target_: str = "lightning.Trainer"
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    max_epochs: int = 10
+    #: iterations (collect + update cycles) per epoch
+    limit_train_batches: int = 10
+    precision: str = "32-true"
+    log_every_n_steps: int = 1
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    num_sanity_val_steps: int = 0
+    #: set by train() to the run directory
+    default_root_dir: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    """The whole training application."""
+
+    experiment: str = MISSING
+    seed: int = 0
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    metatest: MetaTestConfig = field(default_factory=MetaTestConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: TensorBoard logger on/off (tests switch it off)
+    logger: bool = True
+    #: resume: a checkpoint file, or "latest" for the newest last.ckpt of this experiment
+    ckpt_path: Optional[str] = None
+    #: where runs of all experiments live
+    runs_dir: str = "runs"
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (``conf/train.yaml`` extends ``train_schema``)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+CHOICES = {
+    "env.family": ("bandit", "tabular", "riverswim", "maze"),
+    "model.architecture": ("gru", "mlp"),
+    "algo.lr_schedule": ("constant", "linear"),
+    "metatest.task_set": ("heldout", "tuning"),
+    "metatest.exploration": ("random", "mode"),
+}
+POSITIVE = (
+    "env.episodes_per_trial",
+    "env.num_envs",
+    "env.trials_per_reset",
+    "model.hidden_size",
+    "model.embed_size",
+    "algo.epochs",
+    "algo.minibatches",
+    "algo.clip_epsilon",
+    "algo.actor_lr",
+    "algo.critic_lr",
+    "algo.max_grad_norm",
+    "metatest.every_n_epochs",
+    "metatest.num_tasks",
+    "trainer.max_epochs",
+    "trainer.limit_train_batches",
+)
+UNIT_INTERVAL = ("algo.gamma", "algo.lmbda")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject values the types allow but the application does not, with the key and what is allowed."""
+    from omegaconf import OmegaConf
+
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ValueError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is None or value <= 0:
+            raise ValueError(f"{key}={value!r} is not allowed; it must be > 0")
+    for key in UNIT_INTERVAL:
+        value = OmegaConf.select(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{key}={value!r} is not allowed; it must be in [0, 1]")
+    if cfg.algo.entropy_coeff < 0 or cfg.algo.critic_coeff < 0:
+        raise ValueError("algo.entropy_coeff and algo.critic_coeff must be >= 0")
+    if cfg.algo.minibatches > cfg.env.num_envs:
+        raise ValueError(
+            f"algo.minibatches={cfg.algo.minibatches} is not allowed; it must be <= env.num_envs={cfg.env.num_envs} "
+            "(minibatches are taken along the trial axis)"
+        )
+
+
+def env_kwargs(env: EnvConfig | DictConfig) -> dict[str, Any]:
+    """Family-specific constructor arguments of the env config (the ones that are set)."""
+    keys = ("num_arms", "num_states", "num_actions", "episode_steps")
+    return {k: env[k] for k in keys if env[k] is not None}

@@ -1,0 +1,119 @@
+"""A TorchRL collector over batched trial envs, served to Lightning as an iterable dataset.
+
+Each item is one batch of whole trials, ``[num_envs, trial_steps]`` (times ``trials_per_reset`` for the
+no-reset ablation): with ``frames_per_batch = num_envs x trial length`` and ``reset_at_each_iter`` every
+row starts at a reset and ends at a trial end, so no hidden state crosses batches (DESIGN.md §3.5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset
+from torchrl.collectors import Collector
+
+from rl2_lightning.config import env_kwargs
+from rl2_lightning.envs import make_trial_env
+
+
+def _as_is(batch):
+    """Collate function that hands the TensorDict over untouched (the default one treats it as a dict)."""
+    return batch
+
+
+class TrialBatches(IterableDataset):
+    """Yields ``iterations`` batches of whole trials from a collector per epoch."""
+
+    def __init__(self, collector: Collector, iterations: int):
+        self.collector, self.iterations = collector, iterations
+
+    def __iter__(self):  # noqa: D105
+        # A finite epoch: Lightning's prefetching then never collects a batch it would throw away.
+        for _, batch in zip(range(self.iterations), self.collector):
+            yield batch
+
+
+class TrialDataModule(LightningDataModule):
+    """Builds each rank's trial env (seeded by rank) in ``setup`` and its collector for the module's actor.
+
+    Args:
+        env: the env config.
+        seed: run seed; tasks and dynamics are seeded by ``(seed, global rank)``.
+        iterations_per_epoch: collect-update cycles per Lightning epoch.
+    """
+
+    def __init__(self, env: dict, seed: int, iterations_per_epoch: int):
+        super().__init__()
+        self.env_cfg, self.seed, self.iterations_per_epoch = dict(env), seed, iterations_per_epoch
+        self.env = None
+        self.collector = None
+
+    @property
+    def trial_steps(self) -> int:
+        """Steps of one collected row (a trial, or ``trials_per_reset`` trials)."""
+        steps = self.env.base_env.trial_steps
+        if steps is None:
+            raise NotImplementedError(f"env.family={self.env_cfg['family']!r} has variable-length trials")
+        return steps * self.env_cfg["trials_per_reset"]
+
+    def setup(self, stage: str | None = None) -> None:  # noqa: D102
+        if self.env is not None:
+            return
+        cfg = self.env_cfg
+        self.env = make_trial_env(
+            cfg["family"],
+            cfg["num_envs"],
+            cfg["episodes_per_trial"],
+            trials_per_reset=cfg["trials_per_reset"],
+            seed=self.seed,
+            rank=self.trainer.global_rank if self.trainer else 0,
+            device=self.trainer.strategy.root_device if self.trainer else "cpu",
+            **env_kwargs(cfg),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """The collector is built here, once the module sits on its device, so it runs the module's own actor."""
+        module = self.trainer.lightning_module
+        if self.collector is None:
+            for primer in module.agent.primers:
+                self.env.append_transform(primer.clone())
+            device = self.trainer.strategy.root_device
+            self.collector = Collector(
+                self.env,
+                module.actor,
+                frames_per_batch=self.env_cfg["num_envs"] * self.trial_steps,
+                total_frames=-1,
+                reset_at_each_iter=True,
+                split_trajs=False,
+                device=device,
+                storing_device=device,
+                auto_register_policy_transforms=False,
+            )
+        return DataLoader(
+            TrialBatches(self.collector, self.iterations_per_epoch), batch_size=None, num_workers=0, collate_fn=_as_is
+        )
+
+    def teardown(self, stage: str | None = None) -> None:  # noqa: D102
+        if self.collector is not None:
+            self.collector.shutdown()
+            self.collector = None
+        self.env = None
+
+    # Random streams of the envs, saved in checkpoints so a resumed run draws the same tasks.
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        if self.env is None:
+            return {}
+        base = self.env.base_env
+        return {
+            "simulator_rng": base.simulator.generator.get_state(),
+            "task_rng": base.task_source.generator.get_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        if not state_dict or self.env is None:
+            return
+        base = self.env.base_env
+        base.simulator.generator.set_state(state_dict["simulator_rng"])
+        base.task_source.generator.set_state(state_dict["task_rng"])

@@ -1,0 +1,101 @@
+"""RL² agents: input encoder -> GRU (or MLP ablation) -> categorical policy head / value head.
+
+The paper uses separate GRUs for the policy and the value function on bandits and MDPs (the default
+here), and one shared trunk for mazes (``shared_trunk=True``). ``architecture="mlp"`` is the seed
+notebook's memoryless ablation: the same encoder followed by a feed-forward layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torch import nn
+from torchrl.envs import EnvBase, TensorDictPrimer
+from torchrl.modules import GRUModule, ProbabilisticActor
+from torchrl.modules.distributions import OneHotCategorical  # noqa: F401  (documented alternative)
+from torch.distributions import Categorical
+
+from rl2_lightning.models.encoders import INPUT_KEYS, TrialInputEncoder
+
+ARCHITECTURES = ("gru", "mlp")
+
+
+@dataclass
+class Agent:
+    """The networks of one agent.
+
+    Attributes:
+        actor: ``ProbabilisticActor`` writing ``action``, ``logits`` and ``action_log_prob``.
+        critic: value module writing ``state_value``.
+        primers: env transforms that register the recurrent states the actor carries from step to
+            step (empty for the MLP ablation). The critic is only run over whole trials in the loss,
+            so its GRU starts from zeros there and needs no primer.
+    """
+
+    actor: TensorDictSequential
+    critic: TensorDictSequential
+    primers: list[TensorDictPrimer]
+
+
+def _trunk(name: str, obs_size: int, num_actions: int, architecture: str, embed: int, hidden: int):
+    """Encoder + memory for one network; returns (modules, output key, primers)."""
+    encoder = TensorDictModule(
+        TrialInputEncoder(obs_size, num_actions, embed), in_keys=list(INPUT_KEYS), out_keys=[f"embed_{name}"]
+    )
+    if architecture == "gru":
+        gru = GRUModule(
+            input_size=embed,
+            hidden_size=hidden,
+            in_keys=[f"embed_{name}", f"recurrent_state_{name}"],
+            out_keys=[f"features_{name}", ("next", f"recurrent_state_{name}")],
+        )
+        return [encoder, gru], f"features_{name}", [gru.make_tensordict_primer()]
+    mlp = TensorDictModule(
+        nn.Sequential(nn.Linear(embed, hidden), nn.ReLU()), in_keys=[f"embed_{name}"], out_keys=[f"features_{name}"]
+    )
+    return [encoder, mlp], f"features_{name}", []
+
+
+def make_agent(
+    env: EnvBase,
+    architecture: str = "gru",
+    hidden_size: int = 256,
+    embed_size: int = 256,
+    shared_trunk: bool = False,
+) -> Agent:
+    """Build actor and critic for a trial env from its specs.
+
+    Args:
+        env: a trial env (its ``observation`` and ``action`` specs size the networks).
+        architecture: ``"gru"`` (RL²) or ``"mlp"`` (memoryless ablation).
+        hidden_size: GRU units (256 in the paper).
+        embed_size: size of the input-tuple embedding.
+        shared_trunk: one encoder+GRU for both heads (the paper's maze agent) instead of two.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"model.architecture={architecture!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
+    obs_shape = env.observation_spec["observation"].shape[len(env.batch_size) :]
+    num_actions = env.action_spec.space.n
+    obs_size = int(torch.Size(obs_shape).numel())
+    args = (obs_size, num_actions, architecture, embed_size, hidden_size)
+
+    actor_trunk, actor_features, primers = _trunk("actor", *args)
+    if shared_trunk:
+        critic_trunk, critic_features = actor_trunk, actor_features
+    else:
+        critic_trunk, critic_features, _ = _trunk("critic", *args)
+
+    policy_head = TensorDictModule(nn.Linear(hidden_size, num_actions), in_keys=[actor_features], out_keys=["logits"])
+    value_head = TensorDictModule(nn.Linear(hidden_size, 1), in_keys=[critic_features], out_keys=["state_value"])
+    actor = ProbabilisticActor(
+        TensorDictSequential(*actor_trunk, policy_head),
+        in_keys=["logits"],
+        out_keys=["action"],
+        distribution_class=Categorical,
+        return_log_prob=True,
+        spec=env.action_spec,
+    )
+    critic = TensorDictSequential(*critic_trunk, value_head)
+    return Agent(actor=actor, critic=critic, primers=primers)

@@ -1,0 +1,203 @@
+"""The RL² LightningModule: GRU actor-critic trained by PPO over batches of whole trials.
+
+One iteration (= one ``training_step``) reads top to bottom: the batch of whole trials collected by the
+datamodule -> value of every step (critic over each whole trial) -> GAE -> epochs x minibatches of
+trials -> log. Gradients are averaged across ranks after every backward, so that every rank applies
+the same update.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import LightningModule
+from tensordict import TensorDictBase
+from torchrl.modules import set_recurrent_mode
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+
+from rl2_lightning.envs import make_simulator
+from rl2_lightning.models import make_agent
+from rl2_lightning.ppo import explained_variance, minibatch_indices, next_trial_values, returns_per_episode
+
+
+class RL2Module(LightningModule):
+    """RL² agent + PPO.
+
+    Args:
+        env: the env config (family, sizes, ``episodes_per_trial``, ``num_envs``, ...).
+        model: arguments of :func:`rl2_lightning.models.make_agent`.
+        algo: PPO settings (see :class:`rl2_lightning.config.AlgoConfig`).
+        max_epochs: length of the run, for the linear LR schedule.
+    """
+
+    def __init__(self, env: dict, model: dict, algo: dict, max_epochs: int = 1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.env_cfg, self.algo = dict(env), dict(algo)
+        from rl2_lightning.config import env_kwargs
+
+        spec_env = _spec_env(self.env_cfg["family"], env_kwargs(self.env_cfg))
+        self.agent = make_agent(spec_env, **model)
+        self.actor, self.critic = self.agent.actor, self.agent.critic
+        self.gae = GAE(
+            gamma=algo["gamma"], lmbda=algo["lmbda"], value_network=None, deactivate_vmap=True, average_gae=False
+        )
+        # Stop bootstrapping at trial ends only (inner episode ends are not boundaries).
+        self.gae.set_keys(done="trial_done", terminated="trial_done")
+        self.loss_module = ClipPPOLoss(
+            self.actor,
+            self.critic,
+            clip_epsilon=algo["clip_epsilon"],
+            entropy_bonus=algo["entropy_coeff"] > 0,
+            entropy_coeff=algo["entropy_coeff"],
+            critic_coeff=algo["critic_coeff"],
+            normalize_advantage=algo["normalize_advantage"],
+            loss_critic_type="l2",
+        )
+        self.loss_module.set_keys(sample_log_prob="action_log_prob", value="state_value")
+        # Environment frames seen by all ranks together: the x-axis of every curve. A buffer, so it
+        # is saved in checkpoints and restored on resume.
+        self.register_buffer("frames", torch.zeros((), dtype=torch.long))
+        self._last_time = None
+
+    # ------------------------------------------------------------------ optimisation set-up
+    def configure_optimizers(self):  # noqa: D102
+        actor_params = list(self.actor.parameters())
+        seen = {id(p) for p in actor_params}
+        critic_params = [p for p in self.critic.parameters() if id(p) not in seen]
+        groups = [{"params": actor_params, "lr": self.algo["actor_lr"]}]
+        if critic_params:  # empty with a shared trunk and... never: the value head is critic-only
+            groups.append({"params": critic_params, "lr": self.algo["critic_lr"]})
+        optimizer = torch.optim.Adam(groups, eps=1e-5)
+        if self.algo["lr_schedule"] == "linear":
+            total = max(1, self.hparams.max_epochs)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: max(0.0, 1 - epoch / total))
+            return [optimizer], [scheduler]
+        return optimizer
+
+    # ------------------------------------------------------------------ one iteration
+    def training_step(self, batch: TensorDictBase, batch_idx: int):
+        """Collect (done by the datamodule) -> advantages -> epochs x minibatches -> log."""
+        data = batch.to(self.device)
+        self._compute_advantages(data)
+
+        optimizer = self.optimizers()
+        stats = []
+        for _ in range(self.algo["epochs"]):
+            for idx in minibatch_indices(data.shape[0], self.algo["minibatches"]):
+                stats.append(self._update(optimizer, data[idx.to(self.device)]))
+        self._log_iteration(data, torch.stack(stats).mean(0))
+
+    def _compute_advantages(self, data: TensorDictBase) -> None:
+        """Critic over each whole trial from a zero state, next-state values by shifting, then GAE."""
+        with torch.no_grad(), set_recurrent_mode(True):
+            values = self.critic(data.select(*self.critic.in_keys, "is_init", strict=False))["state_value"]
+        data.set("state_value", values)
+        data.set(("next", "state_value"), next_trial_values(values, data["next", "trial_done"]))
+        self.gae(data)
+
+    def _update(self, optimizer, minibatch: TensorDictBase) -> torch.Tensor:
+        """One optimizer step on a minibatch of whole trials; returns its statistics."""
+        with set_recurrent_mode(True):
+            losses = self.loss_module(minibatch)
+        loss = losses["loss_objective"] + losses["loss_critic"] + losses.get("loss_entropy", 0.0)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self._average_gradients()
+        self.clip_gradients(optimizer, gradient_clip_val=self.algo["max_grad_norm"], gradient_clip_algorithm="norm")
+        optimizer.step()
+        zero = torch.zeros((), device=self.device)
+        return torch.stack(
+            [
+                losses["loss_objective"].detach(),
+                losses["loss_critic"].detach(),
+                losses.get("loss_entropy", zero).detach(),
+                losses.get("entropy", zero).detach(),
+                losses.get("kl_approx", zero).detach(),
+                losses.get("clip_fraction", zero).detach(),
+            ]
+        )
+
+    def _average_gradients(self) -> None:
+        """Mean of the gradients over ranks, in one collective.
+
+        Lightning's DDP wrapper only synchronises the first backward after each ``training_step``
+        forward, but PPO does ``epochs x minibatches`` backward passes per step; so each one is
+        averaged here through the strategy's own ``reduce``. A no-op on one device.
+        """
+        if self.trainer.world_size <= 1:
+            return
+        params = [p for p in self.parameters() if p.grad is not None]
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        for p, g in zip(params, torch.split(flat, [p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p.grad))
+
+    # ------------------------------------------------------------------ logging
+    def _log_iteration(self, data: TensorDictBase, update_stats: torch.Tensor) -> None:
+        n = self.env_cfg["episodes_per_trial"]
+        trial_return, per_episode = returns_per_episode(
+            data["next", "reward"], data["episode_index"], data["next", "trial_done"], n
+        )
+        ev = explained_variance(data["state_value"], data["value_target"])
+        local = torch.cat([trial_return.reshape(1), per_episode, ev.reshape(1).nan_to_num(0.0), update_stats])
+        synced = self.trainer.strategy.reduce(local, reduce_op="mean") if self.trainer.world_size > 1 else local
+        self.frames += data.numel() * self.trainer.world_size
+
+        now = time.perf_counter()
+        fps = (data.numel() * self.trainer.world_size / (now - self._last_time)) if self._last_time else float("nan")
+        self._last_time = now
+        names = ["train/trial_return", *[f"train/return_ep{k}" for k in range(n)], "train/explained_variance"]
+        names += ["loss/objective", "loss/critic", "loss/entropy", "train/entropy", "train/approx_kl"]
+        names += ["train/clip_fraction"]
+        metrics = {k: v.item() for k, v in zip(names, synced)}
+        metrics["time/fps"] = fps
+        metrics["time/frames"] = float(self.frames)
+        for i, group in enumerate(self.optimizers().param_groups):
+            metrics[f"train/lr_group{i}"] = group["lr"]
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=int(self.frames))
+        self.log_dict(
+            {"fps": fps, "trial_return": metrics["train/trial_return"], "frames": float(self.frames)},
+            prog_bar=True,
+            logger=False,
+        )
+
+    def on_train_epoch_end(self) -> None:  # noqa: D102
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the random states so that a resumed run continues the same random streams."""
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        np.random.set_state(states["numpy"])
+        random.setstate(states["python"])
+
+
+def _spec_env(family: str, kwargs: dict):
+    """A one-env trial env, only to read observation and action specs for sizing the networks."""
+    from rl2_lightning.envs import SampledTasks, TrialEnv
+
+    sim = make_simulator(family, 1, **kwargs)
+    return TrialEnv(sim, SampledTasks(sim.sample_tasks), 1)
