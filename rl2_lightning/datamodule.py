@@ -80,17 +80,22 @@ class TrialDataModule(LightningDataModule):
             for primer in module.agent.primers:
                 self.env.append_transform(primer.clone())
             device = self.trainer.strategy.root_device
-            self.collector = Collector(
-                self.env,
-                module.actor,
-                frames_per_batch=self.env_cfg["num_envs"] * self.trial_steps,
-                total_frames=-1,
-                reset_at_each_iter=True,
-                split_trajs=False,
-                device=device,
-                storing_device=device,
-                auto_register_policy_transforms=False,
-            )
+            # Building the collector resets the env and runs the policy once; keep that off the
+            # random streams, so a resumed run continues them exactly where the checkpoint left them.
+            states = self.state_dict()
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                self.collector = Collector(
+                    self.env,
+                    module.actor,
+                    frames_per_batch=self.env_cfg["num_envs"] * self.trial_steps,
+                    total_frames=-1,
+                    reset_at_each_iter=True,
+                    split_trajs=False,
+                    device=device,
+                    storing_device=device,
+                    auto_register_policy_transforms=False,
+                )
+            self.load_state_dict(states)
         return DataLoader(
             TrialBatches(self.collector, self.iterations_per_epoch), batch_size=None, num_workers=0, collate_fn=_as_is
         )
