@@ -8,11 +8,9 @@ the same update.
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from lightning import LightningModule
 from tensordict import TensorDictBase
@@ -176,12 +174,13 @@ class RL2Module(LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save the random states so that a resumed run continues the same random streams."""
+        """Save torch's random states (action sampling, minibatches) so a resumed run continues them.
+
+        The env streams (tasks, rewards) are saved by the datamodule; NumPy and ``random`` are unused.
+        """
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
@@ -191,8 +190,6 @@ class RL2Module(LightningModule):
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
-        np.random.set_state(states["numpy"])
-        random.setstate(states["python"])
 
 
 def _spec_env(family: str, kwargs: dict):

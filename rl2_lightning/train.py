@@ -75,8 +75,11 @@ def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
     return ckpt, run_dir
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train RL² as configured; returns the fitted module, trainer and last meta-test summary."""
+def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train RL² as configured; returns the fitted module, trainer and last meta-test summary.
+
+    ``extra_callbacks`` are appended to the configured ones (used by tests and notebooks).
+    """
     validate(cfg)
     ckpt_path, run_dir = resolve_run(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -97,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         mt.pop("enabled")
         metatest = MetaTestCallback(**mt, run_dir=str(run_dir))
         callbacks.append(metatest)
+    callbacks.extend(extra_callbacks or [])
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb") if cfg.logger else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)

@@ -1,0 +1,64 @@
+"""The meta-test callback (callbacks/metatest.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from trainkit import compose_cfg
+
+from callbacks import MetaTestCallback
+from rl2_lightning.metatest import summarize
+from rl2_lightning.module import RL2Module
+
+
+def uniform_policy_module(preset: str) -> RL2Module:
+    """A module whose actor picks every action with equal probability (zero policy head)."""
+    cfg = compose_cfg([f"conf={preset}"])
+    module = RL2Module(
+        OmegaConf.to_container(cfg.env), OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.algo)
+    )
+    head = module.actor.module[0][-1].module  # ProbabilisticActor -> sequence -> policy head Linear
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    return module
+
+
+@pytest.mark.parametrize("preset", ["bandit_k5_n10", "bandit_k10_n100"])
+def test_uniform_policy_scores_n_over_2_on_bandits(preset):
+    module = uniform_policy_module(preset)
+    callback = MetaTestCallback(num_tasks=1000)
+    returns = callback.evaluate(module)
+    n = module.env_cfg["episodes_per_trial"]
+    assert returns.shape == (1000, n)
+    summary = summarize(returns)
+    # A uniform policy's expected trial return is n * mean(p) on these tasks (n/2 over the family).
+    p = callback.tasks["p"]
+    expected = n * p.mean().item()
+    assert abs(expected - n / 2) < 0.03 * n
+    assert abs(summary["trial_return"] - expected) <= summary["trial_return_ci95"]
+    assert summary["trial_return_ci95"] < 0.1 * n
+
+
+def test_evaluations_are_repeatable_and_leave_training_randomness_alone():
+    module = uniform_policy_module("bandit_k5_n10")
+    callback = MetaTestCallback(num_tasks=100)
+    torch.manual_seed(0)
+    first = callback.evaluate(module)
+    after_first = torch.rand(1)
+    torch.manual_seed(0)
+    second = callback.evaluate(module)
+    assert torch.equal(first, second)  # same tasks, same seeds, same actor
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    assert torch.equal(after_first, expected)  # the evaluation consumed none of torch's global stream
+
+
+def test_figure_and_csv(tmp_path):
+    module = uniform_policy_module("bandit_k5_n10")
+    callback = MetaTestCallback(num_tasks=50, run_dir=str(tmp_path))
+    returns = callback.evaluate(module)
+    fig = callback.figure(returns)
+    line = fig.axes[0].lines[0]
+    assert len(line.get_xdata()) == 10
+    torch.testing.assert_close(torch.as_tensor(line.get_ydata()), returns.double().mean(0))

@@ -1,0 +1,119 @@
+"""End-to-end training runs (rl2_lightning/train.py): every family, resume, DDP, meta-test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from trainkit import ROOT, compose_cfg
+
+from rl2_lightning.train import train
+
+
+def params(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "preset", ["bandit_k5_n10", "tabular_n10", "riverswim", "bandit_k10_n100"]
+)
+def test_tiny_run_of_every_family(preset, tmp_path):
+    cfg = compose_cfg([f"conf={preset}", f"runs_dir={tmp_path}", "env.episodes_per_trial=3"])
+    before = None
+    out = train(cfg)
+    module = out["module"]
+    steps = 3 * (cfg.env.episode_steps or 1)
+    assert int(module.frames) == 2 * 2 * 8 * steps  # epochs x iterations x trials x trial length
+    assert out["trainer"].global_step == 2 * 2 * 2 * 2  # epochs x iterations x PPO epochs x minibatches
+    assert out["metatest"] is not None and "return_ep2" in out["metatest"]
+    ckpts = list(Path(out["run_dir"], "checkpoints").glob("*.ckpt"))
+    assert any(p.name == "last.ckpt" for p in ckpts)
+    assert (Path(out["run_dir"]) / "metatest.csv").read_text().count("\n") == 3  # header + 2 epochs
+    del before
+
+
+def test_training_changes_the_collecting_policy(tmp_path):
+    """The collector runs the module's own actor: an update changes what it collects with."""
+
+    class Snapshot(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            collector = trainer.datamodule.collector
+            self.same = collector.policy is pl_module.actor
+
+    snap = Snapshot()
+    train(compose_cfg([f"runs_dir={tmp_path}", "trainer.max_epochs=1"]), extra_callbacks=[snap])
+    assert snap.same
+
+
+def test_resume_from_last_ckpt_continues_exactly(tmp_path):
+    base = [f"runs_dir={tmp_path}", "metatest.enabled=false", "seed=7"]
+    full = train(compose_cfg([*base, "trainer.max_epochs=2", "experiment=full"]))
+    first = train(compose_cfg([*base, "trainer.max_epochs=1", "experiment=split"]))
+    assert int(first["module"].frames) == int(full["module"].frames) // 2
+    resumed = train(compose_cfg([*base, "trainer.max_epochs=2", "experiment=split", "ckpt_path=latest"]))
+    assert resumed["run_dir"] == first["run_dir"]  # same run directory: curves continue
+    assert int(resumed["module"].frames) == int(full["module"].frames)
+    a, b = params(full["module"]), params(resumed["module"])
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_rejects_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ckpt_path"):
+        train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={tmp_path}/nope.ckpt"]))
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="ckpt_path=.*not a readable Lightning checkpoint"):
+        train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={bad}"]))
+    with pytest.raises(FileNotFoundError, match="ckpt_path=latest"):
+        train(compose_cfg([f"runs_dir={tmp_path}", "ckpt_path=latest", "experiment=never_ran"]))
+
+
+def test_resume_rejects_a_checkpoint_of_another_architecture(tmp_path):
+    out = train(compose_cfg([f"runs_dir={tmp_path}", "trainer.max_epochs=1", "metatest.enabled=false"]))
+    ckpt = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="model.hidden_size"):
+        train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={ckpt}", "model.hidden_size=32"]))
+
+
+class RecordRank(L.Callback):
+    """Writes each rank's final parameters and current tasks to a file (for the DDP test)."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+
+    def on_train_end(self, trainer, pl_module):
+        sim = trainer.datamodule.env.base_env.simulator
+        torch.save(
+            {"params": params(pl_module), "tasks": sim.p.clone(), "frames": int(pl_module.frames)},
+            Path(self.out_dir) / f"rank{trainer.global_rank}.pt",
+        )
+
+
+def test_ddp_two_cpu_processes_stay_in_sync_with_different_tasks(tmp_path):
+    cfg = compose_cfg(
+        [f"runs_dir={tmp_path}", "trainer.devices=2", "trainer.strategy=ddp_spawn", "metatest.num_tasks=20"]
+    )
+    train(cfg, extra_callbacks=[RecordRank(str(tmp_path))])
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for key in r0["params"]:
+        torch.testing.assert_close(r0["params"][key], r1["params"][key], rtol=0, atol=0, msg=key)
+    assert not torch.equal(r0["tasks"], r1["tasks"])
+    assert r0["frames"] == 2 * 2 * 2 * 8 * 10  # both ranks' frames: epochs x iterations x ranks x trials x steps
+
+
+def test_train_py_runs_with_ddp_strategy_from_the_command_line(tmp_path):
+    """The README's CPU multi-process command, launched as a user would (Lightning relaunches the script)."""
+    from trainkit import TINY
+
+    cmd = [sys.executable, "train.py", *TINY, "trainer.devices=2", "trainer.strategy=ddp", f"runs_dir={tmp_path}"]
+    cmd += ["trainer.max_epochs=1", "metatest.num_tasks=20"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(Path(tmp_path).glob("bandit_k5_n10/*/checkpoints/last.ckpt"))
