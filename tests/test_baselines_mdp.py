@@ -1,0 +1,110 @@
+"""Tabular-MDP baselines: batched value iteration, extended VI, the PSRL posterior, and sanity of scores."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from rl2_lightning.baselines.mdp import PSRL, TABULAR_BASELINES, make_tabular_baseline
+from rl2_lightning.baselines.planning import extended_value_iteration, optimistic_transitions, value_iteration
+from rl2_lightning.envs import make_trial_env
+from rl2_lightning.metatest import episode_returns, play_trials
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many small tensor ops: one thread avoids sync stalls when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _two_state_mdp():
+    """State 0: action 0 pays 1 and stays, action 1 pays 0 and moves to state 1; state 1 pays 2 forever."""
+    R = torch.tensor([[[1.0, 0.0], [2.0, 2.0]]])
+    P = torch.zeros(1, 2, 2, 2)
+    P[0, 0, 0, 0] = P[0, 0, 1, 1] = P[0, 1, :, 1] = 1.0
+    return R, P
+
+
+def test_value_iteration_two_state_mdp():
+    R, P = _two_state_mdp()
+    Q = value_iteration(R, P, 3)
+    # by hand: 3 steps to go from state 0: move (0) then 2 + 2 = 4 beats staying 1 + 1 + 1 = 3
+    torch.testing.assert_close(Q[0, 0], torch.tensor([[3.0, 4.0], [6.0, 6.0]]))
+    torch.testing.assert_close(Q[0, 1], torch.tensor([[2.0, 2.0], [4.0, 4.0]]))
+    torch.testing.assert_close(Q[0, 2], torch.tensor([[1.0, 0.0], [2.0, 2.0]]))
+    # batched: a second task with the rewards halved has exactly half the values
+    Q2 = value_iteration(torch.cat([R, R / 2]), torch.cat([P, P]), 3)
+    torch.testing.assert_close(Q2[1], Q[0] / 2)
+
+
+def test_extended_value_iteration():
+    R, P = _two_state_mdp()
+    zero = torch.zeros(1, 2, 2)
+    torch.testing.assert_close(extended_value_iteration(R, P, zero, zero, 3), value_iteration(R, P, 3))
+    # with L1 slack 1, staying in state 0 can shift half its mass to state 1
+    p = optimistic_transitions(P, torch.ones(1, 2, 2), torch.tensor([[0.0, 5.0]]))
+    torch.testing.assert_close(p[0, 0, 0], torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(p.sum(-1), torch.ones(1, 2, 2))
+    # a reward slack adds to every step
+    Q = extended_value_iteration(R, P, torch.full((1, 2, 2), 0.5), zero, 3)
+    torch.testing.assert_close(Q[0, 0, 1], torch.tensor([7.5, 7.5]))
+
+
+def _step(policy, state, prev_action, reward, episode_done, init, S=3, A=2):
+    td = TensorDict(
+        {
+            "observation": torch.nn.functional.one_hot(torch.tensor([state]), S).float(),
+            "prev_action": torch.zeros(1, A) if prev_action < 0 else torch.nn.functional.one_hot(torch.tensor([prev_action]), A).float(),
+            "prev_reward": torch.tensor([[reward]]),
+            "episode_done": torch.tensor([[episode_done]]),
+            "is_init": torch.tensor([[init]]),
+        },
+        batch_size=[1],
+    )
+    return policy(td)
+
+
+@pytest.mark.parametrize("prior, mu0", [("paper", 0.0), ("bayes", 1.0)])
+def test_psrl_posterior_is_the_conjugate_update(prior, mu0):
+    psrl = PSRL(3, 2, episode_steps=2, prior=prior)
+    _step(psrl, 0, -1, 0.0, False, True)  # trial start in state 0
+    _step(psrl, 2, 1, 1.0, False, False)  # (0, a1, r=1) -> 2
+    _step(psrl, 0, 1, 3.0, True, False)  # (2, a1, r=3), episode over: next state unobserved
+    _step(psrl, 2, 1, 2.0, False, False)  # (0, a1, r=2) -> 2
+    mean, precision = psrl.reward_posterior()
+    # N(mu0, 1) prior, unit noise: precision 1 + n, mean (mu0 + sum r) / (1 + n)
+    assert precision[0, 0, 1].item() == 3.0 and mean[0, 0, 1].item() == pytest.approx((mu0 + 3.0) / 3)
+    assert precision[0, 2, 1].item() == 2.0 and mean[0, 2, 1].item() == pytest.approx((mu0 + 3.0) / 2)
+    assert mean[0, 1, 0].item() == mu0 and precision[0, 1, 0].item() == 1.0
+    # Dirichlet(1) prior: alpha(0, a1) = (1, 1, 3); nothing counted for state 2 (its step ended the episode)
+    alpha = psrl.alpha0 + psrl.counts
+    torch.testing.assert_close(alpha[0, 0, 1], torch.tensor([1.0, 1.0, 3.0]))
+    torch.testing.assert_close(alpha[0, 2, 1], torch.ones(3))
+    torch.testing.assert_close(psrl.transition_mean()[0, 0, 1], torch.tensor([0.2, 0.2, 0.6]))
+    # the sampled MDPs follow that posterior
+    torch.manual_seed(0)
+    draws = [psrl.sample_mdp() for _ in range(4000)]
+    R = torch.stack([d[0][0, 0, 1] for d in draws])
+    P = torch.stack([d[1][0, 0, 1] for d in draws])
+    assert R.mean().item() == pytest.approx((mu0 + 3.0) / 3, abs=0.03)
+    assert R.var().item() == pytest.approx(1 / 3, rel=0.1)
+    torch.testing.assert_close(P.mean(0), torch.tensor([0.2, 0.2, 0.6]), atol=0.02, rtol=0)
+    # a new trial forgets everything
+    _step(psrl, 0, -1, 0.0, False, True)
+    assert psrl.counts.sum() == 0 and psrl.reward_n.sum() == 0
+
+
+def test_every_baseline_beats_random():
+    """On 200 held-out MDPs over 10 episodes, each method beats the random policy by a wide margin."""
+    n = 10
+    env = make_trial_env("tabular", 200, n, task_set="heldout")
+    scores = {}
+    for name in TABULAR_BASELINES:
+        torch.manual_seed(0)
+        hp = {"opsrl": {"num_samples": 2}, "ucrl2": {"scaling": 0.1}, "beb": {"scaling": 0.01}, "egreedy": {"epsilon": 0.1}}
+        policy = make_tabular_baseline(name, 10, 5, 10, prior="bayes", **hp.get(name, {}))
+        scores[name] = episode_returns(play_trials(env, policy, env.base_env.trial_steps), n).sum(-1).mean().item()
+    assert 95 < scores.pop("random") < 107
+    assert all(v > 125 for v in scores.values()), scores
