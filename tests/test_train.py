@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,6 @@ def params(module) -> dict[str, torch.Tensor]:
 )
 def test_tiny_run_of_every_family(preset, tmp_path):
     cfg = compose_cfg([f"conf={preset}", f"runs_dir={tmp_path}", "env.episodes_per_trial=3"])
-    before = None
     out = train(cfg)
     module = out["module"]
     steps = 3 * (cfg.env.episode_steps or 1)
@@ -34,7 +32,6 @@ def test_tiny_run_of_every_family(preset, tmp_path):
     ckpts = list(Path(out["run_dir"], "checkpoints").glob("*.ckpt"))
     assert any(p.name == "last.ckpt" for p in ckpts)
     assert (Path(out["run_dir"]) / "metatest.csv").read_text().count("\n") == 3  # header + 2 epochs
-    del before
 
 
 def test_training_changes_the_collecting_policy(tmp_path):
@@ -117,3 +114,13 @@ def test_train_py_runs_with_ddp_strategy_from_the_command_line(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(Path(tmp_path).glob("bandit_k5_n10/*/checkpoints/last.ckpt"))
+
+
+def test_multirun_sweep_over_seeds(tmp_path):
+    from trainkit import TINY
+
+    cmd = [sys.executable, "train.py", "-m", *TINY, "seed=1,2", f"runs_dir={tmp_path}", "trainer.max_epochs=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.parent.parent.name for p in Path(tmp_path, "multirun").glob("*/*/checkpoints/last.ckpt"))
+    assert runs == ["bandit_k5_n10_seed1_0", "bandit_k5_n10_seed2_1"]

@@ -1,0 +1,135 @@
+"""End-to-end training throughput against a bare-PyTorch bound, measured in the same run.
+
+    python benchmarks/train_throughput.py [--preset bandit_k10_n100] [--iterations 6] [--threads 2]
+
+End to end: ``rl2_lightning.train.train`` on the preset (GRU 256), environment frames per second of
+wall-clock time over whole iterations (collection + GAE + PPO epochs), first iteration excluded.
+
+Bound: the same arithmetic in plain PyTorch with no TorchRL, Lightning or environment: step-by-step
+GRU inference of the actor over every step of the batch (what collection must do at least), one
+critic pass over the trials (advantages), and ``epochs x minibatches`` forward+backward passes of
+actor and critic over whole trials with Adam steps. The ratio end-to-end / bound is what the
+framework, the environments and the glue cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+class BareNet(nn.Module):
+    """Encoder + GRU + head with the shapes of one RL² network."""
+
+    def __init__(self, in_size: int, embed: int, hidden: int, out: int):
+        super().__init__()
+        self.embed, self.gru, self.head = nn.Linear(in_size, embed), nn.GRU(embed, hidden, batch_first=True), nn.Linear(hidden, out)
+
+    def forward(self, x, h=None):  # noqa: D102
+        y, h = self.gru(torch.relu(self.embed(x)), h)
+        return self.head(y), h
+
+
+def bare_iteration(num_trials, trial_len, in_size, num_actions, hidden, epochs, minibatches, nets, opt) -> float:
+    """Seconds of one iteration's arithmetic in plain PyTorch."""
+    actor, critic = nets
+    t0 = time.perf_counter()
+    with torch.no_grad():  # collection: one GRU step per env step
+        x = torch.zeros(num_trials, 1, in_size)
+        h = None
+        inputs = []
+        for _ in range(trial_len):
+            logits, h = actor(x, h)
+            a = torch.distributions.Categorical(logits=logits[:, 0]).sample()
+            x = torch.zeros(num_trials, 1, in_size)
+            x[torch.arange(num_trials), 0, a + 1] = 1.0
+            inputs.append(x)
+        data = torch.cat(inputs, 1)
+        critic(data)  # advantages: one critic pass over the whole trials
+    for _ in range(epochs):
+        for idx in torch.tensor_split(torch.randperm(num_trials), minibatches):
+            mb = data[idx]
+            logits, _ = actor(mb)
+            values, _ = critic(mb)
+            loss = -torch.log_softmax(logits, -1)[..., 0].mean() + values.pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - t0
+
+
+def measure_bare(cfg, iterations: int) -> float:
+    n, k = cfg.env.num_envs, cfg.env.num_arms
+    trial_len = cfg.env.episodes_per_trial * (cfg.env.episode_steps or 1)
+    in_size = 1 + k + 2
+    hidden, embed = cfg.model.hidden_size, cfg.model.embed_size
+    nets = (BareNet(in_size, embed, hidden, k), BareNet(in_size, embed, hidden, 1))
+    opt = torch.optim.Adam([*nets[0].parameters(), *nets[1].parameters()], lr=1e-4)
+    times = [
+        bare_iteration(n, trial_len, in_size, k, hidden, cfg.algo.epochs, cfg.algo.minibatches, nets, opt)
+        for _ in range(iterations)
+    ]
+    return n * trial_len / (sum(times[1:]) / len(times[1:]))
+
+
+def measure_end_to_end(cfg, iterations: int) -> float:
+    import lightning as L
+
+    from rl2_lightning.train import train
+
+    class Clock(L.Callback):
+        stamps: list[float] = []
+
+        def on_train_batch_end(self, *args, **kwargs):
+            self.stamps.append(time.perf_counter())
+
+    clock = Clock()
+    train(cfg, extra_callbacks=[clock])
+    gaps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
+    frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.episode_steps or 1)
+    return frames / (sum(gaps) / len(gaps))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="bandit_k10_n100")
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. env.num_envs=128")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from trainkit import compose_cfg
+
+    cfg = compose_cfg(
+        [
+            f"conf={args.preset}",
+            "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={args.iterations}",
+            "trainer.enable_progress_bar=false",
+            "trainer.accelerator=cpu",
+            "logger=false",
+            "metatest.enabled=false",
+            "runs_dir=/tmp/rl2_bench_runs",
+            *args.overrides,
+        ],
+        tiny=False,
+    )
+    bound = measure_bare(cfg, args.iterations)
+    e2e = measure_end_to_end(cfg, args.iterations)
+    frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.episode_steps or 1)
+    print(f"| preset | frames/iteration | threads | end-to-end steps/s | bare PyTorch bound steps/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {args.preset} | {frames} | {args.threads} | {e2e:,.0f} | {bound:,.0f} | {e2e / bound:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
