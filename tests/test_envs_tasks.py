@@ -94,15 +94,23 @@ def test_training_stream_never_draws_heldout_or_tuning_tasks(family, setting):
     assert drawn.unique().numel() == drawn.numel()
 
 
-def test_sampled_tasks_redraws_excluded_tasks():
-    """The exclusion itself: a stream seeded like the held-out set would draw exactly that set."""
+@pytest.mark.parametrize("table_size", [SampledTasks._TABLE_SIZE, 1])
+def test_sampled_tasks_redraws_excluded_tasks(table_size, monkeypatch):
+    """The exclusion itself: a stream seeded like the held-out set would draw exactly that set.
+
+    With a one-entry pre-filter table every task is a candidate, so the exact test decides alone.
+    """
+    monkeypatch.setattr(SampledTasks, "_TABLE_SIZE", table_size)
     sim = make_simulator("bandit", 1, num_arms=5)
     heldout = load_task_set("bandit_k5", "heldout")
     seed = derive_seed(FIXED_SETS_SEED, "bandit_k5", "heldout")
     unfiltered = SampledTasks(sim.sample_tasks, seed).next(TASK_SET_SIZE)
     assert torch.equal(unfiltered["p"], heldout["p"])  # control: the clash is real
-    filtered = SampledTasks(sim.sample_tasks, seed, exclude=heldout).next(TASK_SET_SIZE)
+    source = SampledTasks(sim.sample_tasks, seed, exclude=heldout)
+    assert source.is_excluded(heldout).all()
+    filtered = source.next(TASK_SET_SIZE)
     assert not torch.isin(task_fingerprint(filtered), task_fingerprint(heldout)).any()
+    assert not source.is_excluded(filtered).any()
     assert filtered.shape == (TASK_SET_SIZE,) and ((filtered["p"] >= 0) & (filtered["p"] <= 1)).all()
 
 

@@ -21,9 +21,14 @@ def sample_dirichlet_ones(shape: tuple[int, ...], generator: torch.Generator) ->
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One index per row of ``probs`` (``[B, n]``) by inverse-CDF sampling; int64 ``[B]``."""
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
-    index = (probs.cumsum(-1) <= u).sum(-1)
-    return index.clamp_(max=probs.shape[-1] - 1)  # guards against cumsum rounding below 1
+    return sample_from_cdf(probs.cumsum(-1), generator)
+
+
+def sample_from_cdf(cdf: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """:func:`sample_categorical` from the rows' cumulative sums ``cdf`` (``[B, n]``); int64 ``[B]``."""
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device)
+    index = (cdf <= u).sum(-1)
+    return index.clamp_(max=cdf.shape[-1] - 1)  # guards against cumsum rounding below 1
 
 
 class TabularMDP(TaskSimulator):
@@ -31,7 +36,9 @@ class TabularMDP(TaskSimulator):
 
     Tasks (the paper's random MDPs): ``mu[s, a] ~ N(1, 1)`` and ``P[s, a, :] ~ Dirichlet(1)``.
     Rewards are ``N(mu[s, a], reward_std**2)``. Every episode starts in state 0 and lasts
-    ``episode_steps`` steps. The observation is the one-hot current state.
+    ``episode_steps`` steps. The observation is the one-hot current state. Install tasks with
+    :meth:`set_tasks` only: it also caches the cumulative transition probabilities that
+    :meth:`step` samples from.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class TabularMDP(TaskSimulator):
         self.reward_std = float(reward_std)
         n, s, a = num_envs, self.num_states, self.num_actions
         self.P = torch.zeros(n, s, a, s, device=self.device)
+        self._P_cdf = torch.zeros(n, s, a, s, device=self.device)  # P.cumsum(-1), for sampling
         self.mu = torch.zeros(n, s, a, device=self.device)
         self.state = torch.zeros(n, dtype=torch.long, device=self.device)
         self.t = torch.zeros(n, dtype=torch.long, device=self.device)
@@ -77,7 +85,9 @@ class TabularMDP(TaskSimulator):
         return TensorDict({"P": P, "mu": mu}, batch_size=[n])
 
     def set_tasks(self, tasks: TensorDictBase, mask: torch.Tensor) -> None:  # noqa: D102
-        self.P[mask] = tasks["P"].to(self.device)
+        P = tasks["P"].to(self.device)
+        self.P[mask] = P
+        self._P_cdf[mask] = P.cumsum(-1)
         self.mu[mask] = tasks["mu"].to(self.device)
 
     def reset_episodes(self, mask: torch.Tensor) -> None:  # noqa: D102
@@ -90,8 +100,8 @@ class TabularMDP(TaskSimulator):
         if self.reward_std > 0:
             noise = torch.randn(self.num_envs, generator=self.generator, device=self.device)
             reward = reward + self.reward_std * noise
-        next_probs = self.P.view(-1, self.num_states).index_select(0, idx)
-        self.state = sample_categorical(next_probs, self.generator)
+        next_cdf = self._P_cdf.view(-1, self.num_states).index_select(0, idx)
+        self.state = sample_from_cdf(next_cdf, self.generator)
         self.t += 1
         return reward, self.t >= self.fixed_episode_steps
 

@@ -40,22 +40,30 @@ def derive_seed(seed: int, *keys: int | str) -> int:
     return int(np.random.SeedSequence(int(seed), spawn_key=spawn_key).generate_state(1)[0])
 
 
+_HASH_MULTIPLIER, _HASH_OFFSET = 0x5BD1E995, 0x9E3779B9
+
+
 def task_fingerprint(tasks: TensorDict) -> torch.Tensor:
     """An int64 identity per task (row), from the exact bits of every parameter.
 
     Two tasks get the same fingerprint iff (up to hash collisions) their parameters are bitwise equal.
     """
-    parts = []
+    # Polynomial hash with int64 wrap-around over the concatenated parameter bits b_j:
+    # sum_j (b_j + OFFSET) * MULTIPLIER**(j+1). The odd multiplier mixes neighbouring positions.
+    # Computed key by key as sum_j b_j * w_j + OFFSET * sum_j w_j (the same value, as wrap-around
+    # arithmetic is a ring), which avoids concatenating and offsetting every parameter.
+    n, offset, total = len(tasks), 0, None
     for key in sorted(tasks.keys(include_nested=True, leaves_only=True), key=str):
-        x = tasks.get(key).reshape(len(tasks), -1)
+        x = tasks.get(key).reshape(n, -1)
         if x.dtype.is_floating_point:
             x = x.to(torch.float32).contiguous().view(torch.int32)
-        parts.append(x.to(torch.int64))
-    bits = torch.cat(parts, dim=-1)
-    # Polynomial hash with int64 wrap-around; the odd multiplier mixes neighbouring positions.
-    powers = torch.full((bits.shape[-1],), 0x5BD1E995, dtype=torch.int64, device=bits.device)
-    powers = torch.cumprod(powers, 0)
-    return ((bits + 0x9E3779B9) * powers).sum(-1)
+        width = x.shape[-1]
+        powers = torch.full((offset + width,), _HASH_MULTIPLIER, dtype=torch.int64, device=x.device)
+        powers = torch.cumprod(powers, 0)[offset:]
+        part = (x.to(torch.int64) * powers).sum(-1) + _HASH_OFFSET * powers.sum()
+        total = part if total is None else total + part
+        offset += width
+    return total
 
 
 class TaskSource(abc.ABC):
@@ -80,6 +88,8 @@ class SampledTasks(TaskSource):
         device: device of the generator.
     """
 
+    _TABLE_SIZE = 1 << 20  # entries of the exclusion pre-filter (a power of two)
+
     def __init__(
         self,
         sampler: Callable[[int, torch.Generator], TensorDict],
@@ -90,17 +100,35 @@ class SampledTasks(TaskSource):
         self.sampler = sampler
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(seed))
-        self._excluded = None if exclude is None else task_fingerprint(exclude).to(device)
+        self._excluded = None
+        if exclude is not None:
+            self._excluded = task_fingerprint(exclude).to(device).sort().values
+            # Pre-filter: a table over the fingerprints' low bits, so that the exact membership test
+            # (a binary search) runs only on the few candidates of a draw.
+            self._candidate_table = torch.zeros(self._TABLE_SIZE, dtype=torch.bool, device=device)
+            self._candidate_table[self._excluded & (self._TABLE_SIZE - 1)] = True
 
     def seed(self, seed: int) -> None:  # noqa: D102
         self.generator.manual_seed(int(seed))
+
+    def is_excluded(self, tasks: TensorDict) -> torch.Tensor:
+        """Bool ``[len(tasks)]``: which tasks are excluded (all ``False`` without an exclusion set)."""
+        fingerprints = task_fingerprint(tasks)
+        if self._excluded is None:
+            return torch.zeros_like(fingerprints, dtype=torch.bool)
+        excluded = self._candidate_table[fingerprints & (self._TABLE_SIZE - 1)]
+        if excluded.any():
+            candidates = fingerprints[excluded]
+            position = torch.searchsorted(self._excluded, candidates).clamp_(max=len(self._excluded) - 1)
+            excluded[excluded.clone()] = self._excluded[position] == candidates
+        return excluded
 
     def next(self, n: int) -> TensorDict:  # noqa: D102
         tasks = self.sampler(n, self.generator)
         if self._excluded is None:
             return tasks
         while True:
-            clash = torch.isin(task_fingerprint(tasks), self._excluded)
+            clash = self.is_excluded(tasks)
             if not clash.any():
                 return tasks
             tasks[clash] = self.sampler(int(clash.sum()), self.generator)
