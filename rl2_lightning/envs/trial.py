@@ -239,7 +239,7 @@ class TrialEnv(SimulatorEnv):
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
         action = tensordict.get("action").reshape(-1)
         reward, episode_end = self.simulator.step(action)
-        self._episode_index += episode_end
+        self._episode_index.add_(episode_end)  # in place: `+=` would go through EnvBase.__setattr__
         trial_done = self._episode_index >= self.episodes_per_trial
         # Inner episode ends restart the same task; a finished trial waits for reset() (new task).
         restart = episode_end & ~trial_done
@@ -247,7 +247,7 @@ class TrialEnv(SimulatorEnv):
             self.simulator.reset_episodes(restart)
         done = trial_done
         if self.trials_per_reset > 1:  # no-reset ablation: the next trial starts inside the episode
-            self._trial_index += trial_done
+            self._trial_index.add_(trial_done)
             done = self._trial_index >= self.trials_per_reset
             next_trial = trial_done & ~done
             num_next = int(next_trial.sum())
