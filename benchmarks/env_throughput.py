@@ -15,6 +15,10 @@ machine only ever slow a loop down). ``trial/raw`` is the TrialEnv rate over the
 targets: at least 0.5 at 4096 envs (the trial mechanism costs at most 2x the raw env step) and at
 least 10M bandit transitions/s through the TrialEnv at 4096 envs.
 
+Torch runs one intra-op thread by default here (``--threads``): env tensors are too small to gain
+from a second thread, and when another process holds a core, every op large enough to be split
+(e.g. a tabular step's [4096, 10] tensors) waits milliseconds for the descheduled thread.
+
 Usage::
 
     python benchmarks/env_throughput.py            # full run, Markdown table on stdout
@@ -110,10 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--episodes-per-trial", type=int, default=10, help="n of the trial env")
     parser.add_argument("--seconds", type=float, default=None, help="length of one timed loop")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="timed loops per number (best of)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
-    seconds = args.seconds if args.seconds is not None else (0.1 if args.quick else 1.0)
-    repeats = 1 if args.quick and args.repeats == 3 else args.repeats
+    seconds = args.seconds if args.seconds is not None else (0.05 if args.quick else 0.2)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 10)
+    torch.set_num_threads(args.threads)
 
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "

@@ -11,6 +11,7 @@ import torch
 from torchrl.envs import InitTracker, TransformedEnv
 
 from rl2_lightning.envs.bandit import BernoulliBandit
+from rl2_lightning.envs.episode import EpisodeEnv
 from rl2_lightning.envs.tabular import RiverSwim, TabularMDP
 from rl2_lightning.envs.tasks import FixedTasks, SampledTasks, TaskSource, derive_seed, excluded_tasks
 from rl2_lightning.envs.trial import TaskSimulator, TrialEnv
@@ -82,6 +83,7 @@ __all__ = [
     "FAMILIES",
     "TASK_SETTINGS",
     "BernoulliBandit",
+    "EpisodeEnv",
     "FixedTasks",
     "RiverSwim",
     "SampledTasks",
