@@ -55,8 +55,9 @@ class RL2Module(LightningModule):
             entropy_bonus=algo["entropy_coeff"] > 0,
             entropy_coeff=algo["entropy_coeff"],
             critic_coeff=algo["critic_coeff"],
-            normalize_advantage=algo["normalize_advantage"],
             loss_critic_type="l2",
+            # per-step losses: padded steps of variable-length trials are masked out in _update
+            reduction="none",
         )
         self.loss_module.set_keys(sample_log_prob="action_log_prob", value="state_value")
         # Environment frames seen by all ranks together: the x-axis of every curve. A buffer, so it
@@ -82,7 +83,7 @@ class RL2Module(LightningModule):
     # ------------------------------------------------------------------ one iteration
     def training_step(self, batch: TensorDictBase, batch_idx: int):
         """Collect (done by the datamodule) -> advantages -> epochs x minibatches -> log."""
-        data = batch.to(self.device)
+        data = _trim_padding(batch.to(self.device))
         self._compute_advantages(data)
 
         optimizer = self.optimizers()
@@ -96,14 +97,28 @@ class RL2Module(LightningModule):
         """Critic over each whole trial from a zero state, next-state values by shifting, then GAE."""
         with torch.no_grad(), set_recurrent_mode(True):
             values = self.critic(data.select(*self.critic.in_keys, "is_init", strict=False))["state_value"]
+        values = values * data["valid"]  # padding after a trial's end is worth nothing
         data.set("state_value", values)
         data.set(("next", "state_value"), next_trial_values(values, data["next", "trial_done"]))
         self.gae(data)
 
     def _update(self, optimizer, minibatch: TensorDictBase) -> torch.Tensor:
         """One optimizer step on a minibatch of whole trials; returns its statistics."""
+        valid = minibatch["valid"].squeeze(-1)
+        if self.algo["normalize_advantage"]:
+            adv = minibatch["advantage"]
+            real = adv[valid]
+            minibatch.set("advantage", (adv - real.mean()) / (real.std() + 1e-8) * valid.unsqueeze(-1))
         with set_recurrent_mode(True):
             losses = self.loss_module(minibatch)
+        count = valid.sum().clamp(min=1)
+
+        def masked_mean(x: torch.Tensor) -> torch.Tensor:
+            return (x.reshape(valid.shape) * valid).sum() / count
+
+        for key in ("loss_objective", "loss_critic", "loss_entropy"):
+            if key in losses.keys():
+                losses.set(key, masked_mean(losses[key]))
         loss = losses["loss_objective"] + losses["loss_critic"] + losses.get("loss_entropy", 0.0)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -143,13 +158,16 @@ class RL2Module(LightningModule):
         trial_return, per_episode = returns_per_episode(
             data["next", "reward"], data["episode_index"], data["next", "trial_done"], n
         )
-        ev = explained_variance(data["state_value"], data["value_target"])
-        local = torch.cat([trial_return.reshape(1), per_episode, ev.reshape(1).nan_to_num(0.0), update_stats])
+        valid = data["valid"]
+        ev = explained_variance(data["state_value"][valid], data["value_target"][valid])
+        frames = valid.sum().to(per_episode.dtype).reshape(1)
+        local = torch.cat([trial_return.reshape(1), per_episode, ev.reshape(1).nan_to_num(0.0), update_stats, frames])
         synced = self.trainer.strategy.reduce(local, reduce_op="mean") if self.trainer.world_size > 1 else local
-        self.frames += data.numel() * self.trainer.world_size
+        new_frames = int(round(synced[-1].item() * self.trainer.world_size))  # real (unpadded) steps, all ranks
+        self.frames += new_frames
 
         now = time.perf_counter()
-        fps = (data.numel() * self.trainer.world_size / (now - self._last_time)) if self._last_time else float("nan")
+        fps = (new_frames / (now - self._last_time)) if self._last_time else float("nan")
         self._last_time = now
         names = ["train/trial_return", *[f"train/return_ep{k}" for k in range(n)], "train/explained_variance"]
         names += ["loss/objective", "loss/critic", "loss/entropy", "train/entropy", "train/approx_kl"]
@@ -190,6 +208,12 @@ class RL2Module(LightningModule):
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _trim_padding(data: TensorDictBase) -> TensorDictBase:
+    """Drop the trailing columns where every trial of the batch is only padding."""
+    last = int(data["valid"].squeeze(-1).any(0).nonzero().max()) + 1
+    return data if last == data.shape[1] else data[:, :last]
 
 
 def _spec_env(family: str, kwargs: dict):

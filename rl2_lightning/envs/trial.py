@@ -79,6 +79,11 @@ class TaskSimulator(abc.ABC):
 
         Returns ``(reward, episode_end)``: float ``[num_envs]`` and bool ``[num_envs]``. The
         simulator does not restart ended episodes itself; :class:`TrialEnv` decides that.
+
+        Simulators without ``fixed_episode_steps`` (variable-length episodes, whose trials
+        :class:`TrialEnv` pads) are called as ``step(action, active)`` with a bool ``[num_envs]``
+        mask of the envs whose trial is still running; they need not simulate the others, whose
+        results are discarded.
         """
 
     @abc.abstractmethod
@@ -159,6 +164,11 @@ class SimulatorEnv(EnvBase):
 class TrialEnv(SimulatorEnv):
     """A TorchRL environment whose episode is one RL² trial of ``episodes_per_trial`` episodes.
 
+    Families with variable-length episodes (mazes) have trials of variable length; so that every
+    collected row is still one whole trial, their TorchRL episode is padded to the longest possible
+    trial (``episodes_per_trial x max_episode_steps``): after the trial's last episode the env idles,
+    with ``valid=False`` and zero reward, until ``done``. ``trial_done`` still marks the real end.
+
     Args:
         simulator: the batched task dynamics; its ``num_envs`` is this env's batch size.
         task_source: where the tasks of new trials come from (a seeded stream for training, a fixed
@@ -190,6 +200,11 @@ class TrialEnv(SimulatorEnv):
         self._episode_index = torch.zeros(n, dtype=torch.long, device=device)
         self._trial_index = torch.zeros(n, dtype=torch.long, device=device)
         self._eye = torch.eye(a, device=device)
+        self._padded = getattr(simulator, "fixed_episode_steps", None) is None
+        if self._padded and self.trials_per_reset > 1:
+            raise ValueError("env.trials_per_reset > 1 (no-reset ablation) needs fixed-length episodes")
+        self._steps = torch.zeros(n, dtype=torch.long, device=device)
+        self._finished = torch.zeros(n, dtype=torch.bool, device=device)
 
         self.observation_spec = Composite(
             observation=Unbounded(shape=(n, *simulator.observation_shape), device=device),
@@ -198,15 +213,16 @@ class TrialEnv(SimulatorEnv):
             episode_done=Binary(n=1, shape=(n, 1), dtype=torch.bool, device=device),
             episode_index=Unbounded(shape=(n, 1), dtype=torch.long, device=device),
             trial_done=Binary(n=1, shape=(n, 1), dtype=torch.bool, device=device),
+            valid=Binary(n=1, shape=(n, 1), dtype=torch.bool, device=device),
             shape=(n,),
             device=device,
         )
 
     @property
-    def trial_steps(self) -> int | None:
-        """Length of a trial in steps when every episode has a fixed length, else ``None``."""
+    def trial_steps(self) -> int:
+        """Steps of one trial: exact for fixed-length episodes, the padded length otherwise."""
         fixed = getattr(self.simulator, "fixed_episode_steps", None)
-        return None if fixed is None else fixed * self.episodes_per_trial
+        return (fixed or self.simulator.max_episode_steps) * self.episodes_per_trial
 
     def _observation(self, prev_action, prev_reward, episode_done, trial_done) -> dict[str, torch.Tensor]:
         return {
@@ -216,6 +232,8 @@ class TrialEnv(SimulatorEnv):
             "episode_done": episode_done,
             "episode_index": self._episode_index.unsqueeze(-1).clone(),
             "trial_done": trial_done,
+            # whether the next action is a real step of the trial (False while a padded trial idles)
+            "valid": (~self._finished).unsqueeze(-1),
         }
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDict:
@@ -225,6 +243,8 @@ class TrialEnv(SimulatorEnv):
         if num_new:
             self._start_trials(mask, num_new)
             self._trial_index.masked_fill_(mask, 0)
+            self._steps.masked_fill_(mask, 0)
+            self._finished.masked_fill_(mask, False)
         a = self.simulator.num_actions
         done = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
         zeros = torch.zeros(n, 1, device=self.device)
@@ -238,15 +258,24 @@ class TrialEnv(SimulatorEnv):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
         action = tensordict.get("action").reshape(-1)
-        reward, episode_end = self.simulator.step(action)
+        if self._padded:
+            active = ~self._finished
+            reward, episode_end = self.simulator.step(action, active)
+            reward, episode_end = reward * active, episode_end & active
+        else:
+            reward, episode_end = self.simulator.step(action)
         self._episode_index.add_(episode_end)  # in place: `+=` would go through EnvBase.__setattr__
-        trial_done = self._episode_index >= self.episodes_per_trial
+        trial_done = (self._episode_index >= self.episodes_per_trial) & ~self._finished
         # Inner episode ends restart the same task; a finished trial waits for reset() (new task).
         restart = episode_end & ~trial_done
         if restart.any():
             self.simulator.reset_episodes(restart)
         done = trial_done
-        if self.trials_per_reset > 1:  # no-reset ablation: the next trial starts inside the episode
+        if self._padded:  # the TorchRL episode ends at the padded length, not at the trial's end
+            self._finished |= trial_done
+            self._steps += 1
+            done = self._steps >= self.trial_steps
+        elif self.trials_per_reset > 1:  # no-reset ablation: the next trial starts inside the episode
             self._trial_index.add_(trial_done)
             done = self._trial_index >= self.trials_per_reset
             next_trial = trial_done & ~done
