@@ -272,8 +272,8 @@ class TrialEnv(SimulatorEnv):
             self.simulator.reset_episodes(restart)
         done = trial_done
         if self._padded:  # the TorchRL episode ends at the padded length, not at the trial's end
-            self._finished |= trial_done
-            self._steps += 1
+            self._finished.logical_or_(trial_done)
+            self._steps.add_(1)
             done = self._steps >= self.trial_steps
         elif self.trials_per_reset > 1:  # no-reset ablation: the next trial starts inside the episode
             self._trial_index.add_(trial_done)
