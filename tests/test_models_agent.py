@@ -88,3 +88,16 @@ def test_unknown_architecture_is_rejected():
     env = make_trial_env("bandit", 2, 3, num_arms=2)
     with pytest.raises(ValueError, match="model.architecture"):
         make_agent(env, architecture="transformer")
+
+
+def test_pixel_observations_get_the_papers_conv_encoder():
+    from rl2_lightning.models.encoders import PixelInputEncoder
+
+    enc = PixelInputEncoder((3, 30, 40), num_actions=3, embed_size=256)
+    convs = [m for m in enc.conv if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [(16, (5, 5), (2, 2))] * 2
+    obs = torch.rand(2, 4, 3, 30, 40) * 2 - 1
+    args = (torch.zeros(2, 4, 3), torch.zeros(2, 4, 1), torch.zeros(2, 4, 1, dtype=torch.bool))
+    out = enc(obs, *args)
+    assert out.shape == (2, 4, 256)
+    torch.testing.assert_close(enc(obs[:, 1], *(a[:, 1] for a in args)), out[:, 1])  # same with one lead dim

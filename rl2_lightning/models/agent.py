@@ -14,10 +14,9 @@ from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.envs import EnvBase, TensorDictPrimer
 from torchrl.modules import GRUModule, ProbabilisticActor
-from torchrl.modules.distributions import OneHotCategorical  # noqa: F401  (documented alternative)
 from torch.distributions import Categorical
 
-from rl2_lightning.models.encoders import INPUT_KEYS, TrialInputEncoder
+from rl2_lightning.models.encoders import INPUT_KEYS, PixelInputEncoder, TrialInputEncoder
 
 ARCHITECTURES = ("gru", "mlp")
 
@@ -39,11 +38,16 @@ class Agent:
     primers: list[TensorDictPrimer]
 
 
-def _trunk(name: str, obs_size: int, num_actions: int, architecture: str, embed: int, hidden: int):
-    """Encoder + memory for one network; returns (modules, output key, primers)."""
-    encoder = TensorDictModule(
-        TrialInputEncoder(obs_size, num_actions, embed), in_keys=list(INPUT_KEYS), out_keys=[f"embed_{name}"]
-    )
+def _trunk(name: str, obs_shape: tuple, num_actions: int, architecture: str, embed: int, hidden: int):
+    """Encoder + memory for one network; returns (modules, output key, primers).
+
+    Image observations (``[C, H, W]``) get the paper's convolutional encoder, vectors a linear one.
+    """
+    if len(obs_shape) == 3:
+        net = PixelInputEncoder(tuple(obs_shape), num_actions, embed)
+    else:
+        net = TrialInputEncoder(int(torch.Size(obs_shape).numel()), num_actions, embed)
+    encoder = TensorDictModule(net, in_keys=list(INPUT_KEYS), out_keys=[f"embed_{name}"])
     if architecture == "gru":
         gru = GRUModule(
             input_size=embed,
@@ -76,10 +80,9 @@ def make_agent(
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"model.architecture={architecture!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
-    obs_shape = env.observation_spec["observation"].shape[len(env.batch_size) :]
+    obs_shape = tuple(env.observation_spec["observation"].shape[len(env.batch_size) :])
     num_actions = env.action_spec.space.n
-    obs_size = int(torch.Size(obs_shape).numel())
-    args = (obs_size, num_actions, architecture, embed_size, hidden_size)
+    args = (obs_shape, num_actions, architecture, embed_size, hidden_size)
 
     actor_trunk, actor_features, primers = _trunk("actor", *args)
     if shared_trunk:

@@ -23,3 +23,33 @@ class TrialInputEncoder(nn.Module):
     def forward(self, observation, prev_action, prev_reward, episode_done) -> torch.Tensor:  # noqa: D102
         x = torch.cat([observation, prev_action, prev_reward, episode_done.to(observation.dtype)], -1)
         return torch.relu(self.linear(x))
+
+
+class PixelInputEncoder(nn.Module):
+    """The paper's maze encoder: two conv layers (16 filters, 5x5, stride 2) over the RGB frame,
+    the one-hot previous action embedded to ``embed_size``, then one dense layer over
+    ``[conv features, action embedding, prev reward, episode_done]``.
+
+    Works on any number of leading batch dims (``[B, 3, H, W]`` while collecting, ``[B, T, 3, H, W]``
+    in the loss).
+    """
+
+    def __init__(self, observation_shape: tuple[int, int, int], num_actions: int, embed_size: int):
+        super().__init__()
+        channels = observation_shape[0]
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 16, kernel_size=5, stride=2), nn.ReLU(),
+            nn.Conv2d(16, 16, kernel_size=5, stride=2), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            conv_size = self.conv(torch.zeros(1, *observation_shape)).shape[-1]
+        self.action = nn.Linear(num_actions, embed_size)
+        self.dense = nn.Linear(conv_size + embed_size + 2, embed_size)
+
+    def forward(self, observation, prev_action, prev_reward, episode_done) -> torch.Tensor:  # noqa: D102
+        lead = observation.shape[:-3]
+        pixels = self.conv(observation.reshape(-1, *observation.shape[-3:])).reshape(*lead, -1)
+        action = torch.relu(self.action(prev_action))
+        x = torch.cat([pixels, action, prev_reward, episode_done.to(pixels.dtype)], -1)
+        return torch.relu(self.dense(x))
