@@ -11,7 +11,7 @@ backward sweep over the anti-diagonals ``a + b = const``, batched over the grid)
 along. The continuation advantage ``C(lam) = Q_pull(lam) - lam / (1 - gamma)`` is convex, decreasing and
 piecewise linear in ``lam``; its root is the index. The tangents at the two grid points that bracket the
 root give it exactly when at most one kink lies between them (and a lower bound within one grid step
-otherwise), so a 1024-point grid gives indices to ~1e-6.
+otherwise), so a 512-point grid gives indices to ~1e-6.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from rl2_lightning.envs.tasks import DATA_DIR
 CACHE_DIR = DATA_DIR / "baselines"
 
 
-def default_depth(max_pulls: int, gamma: float, tol: float = 1e-4, cap: int = 2000) -> int:
+def default_depth(max_pulls: int, gamma: float, tol: float = 1e-4, cap: int = 1000) -> int:
     """Truncation depth ``a + b`` for a table covering ``max_pulls``: beyond it ``gamma**extra < tol``."""
     extra = math.ceil(math.log(tol) / math.log(gamma)) if gamma > 0 else 1
     return max_pulls + 2 + min(extra, cap)
@@ -39,7 +39,7 @@ def _tangent_root(lam, c, slope):
 
 
 def compute_gittins_table(
-    max_pulls: int, gamma: float, depth: int | None = None, grid_size: int = 1024
+    max_pulls: int, gamma: float, depth: int | None = None, grid_size: int = 512
 ) -> torch.Tensor:
     """Gittins indices ``table[s, f]`` of an arm with ``s`` successes and ``f`` failures under a Beta(1, 1) prior.
 
@@ -81,20 +81,30 @@ def compute_gittins_table(
     return table
 
 
-@functools.lru_cache(maxsize=16)
-def gittins_table(max_pulls: int, gamma: float, cache_dir: Path | None = CACHE_DIR) -> torch.Tensor:
-    """:func:`compute_gittins_table`, cached in memory and (float32) under ``data/baselines/``.
+#: every cached table covers at least this many pulls, so one file per discount serves n = 10, 100, 500
+MIN_CACHED_PULLS = 500
 
-    The file is a pure function of (max_pulls, gamma, default depth, grid): delete it to rebuild.
+
+@functools.lru_cache(maxsize=32)
+def gittins_table(max_pulls: int, gamma: float, cache_dir: Path | None = CACHE_DIR) -> torch.Tensor:
+    """:func:`compute_gittins_table` for ``s + f <= max_pulls``, cached in memory and under ``data/baselines/``.
+
+    Tables are built for ``max(max_pulls, MIN_CACHED_PULLS)`` pulls and stored as the float32 triangle
+    ``s + f <= pulls``; the file is a pure function of (pulls, gamma): delete it to rebuild.
     """
-    path = None if cache_dir is None else Path(cache_dir) / f"gittins_n{max_pulls}_g{gamma:g}.pt"
+    pulls = max(int(max_pulls), MIN_CACHED_PULLS)
+    s, f = torch.meshgrid(torch.arange(pulls + 1), torch.arange(pulls + 1), indexing="ij")
+    keep = s + f <= pulls
+    path = None if cache_dir is None else Path(cache_dir) / f"gittins_n{pulls}_g{gamma:g}.pt"
     if path is not None and path.exists():
-        return torch.load(path, weights_only=True).to(torch.float64)
-    table = compute_gittins_table(max_pulls, gamma)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(table.to(torch.float32), path)
-    return table
+        table = torch.full((pulls + 1, pulls + 1), float("nan"), dtype=torch.float64)
+        table[keep] = torch.load(path, weights_only=True).to(torch.float64)
+    else:
+        table = compute_gittins_table(pulls, gamma)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(table[keep].to(torch.float32).clone(), path)
+    return table[: max_pulls + 1, : max_pulls + 1]
 
 
 def _diagonal_values(n: int, depth: int, gamma: float, lam: float) -> torch.Tensor:

@@ -1,0 +1,62 @@
+"""The evaluation command: table rows, paper numbers beside ours, output files; random scores n/2."""
+
+import csv
+
+import pytest
+import torch
+
+from rl2_lightning.baselines.common import RandomPolicy
+from rl2_lightning.evaluate import PAPER_RESULTS, baseline_policies, evaluate, main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_random_policy_scores_half_of_n(tmp_path):
+    n = 10
+    rows = evaluate(
+        {"family": "bandit", "num_arms": 5},
+        n,
+        policies={"random": RandomPolicy(5), "rl2": lambda: RandomPolicy(5)},
+        out_dir=tmp_path,
+        baselines=False,
+        verbose=False,
+    )
+    by_key = {r["key"]: r for r in rows}
+    rand = by_key["random"]
+    # E[p] = 1/2 per pull: the mean over 1000 tasks is n/2 up to sampling noise
+    assert abs(rand["mean"] - n / 2) < 2 * rand["ci95"]
+    assert rand["paper"] == PAPER_RESULTS["bandit_k5_n10"]["random"] == 5.0
+    assert rand["vs_paper"] == "within"
+    # the paper's RL² scored 6.7: a random "RL²" is below it
+    assert by_key["rl2"]["paper"] == 6.7 and by_key["rl2"]["vs_paper"] == "below"
+    assert sum(r["best"] for r in rows) >= 1 and len(rand["per_episode"]) == n
+    for ext in ("md", "csv", "png"):
+        assert (tmp_path / f"bandit_k5_n10.{ext}").stat().st_size > 0
+    with open(tmp_path / "bandit_k5_n10.csv") as f:
+        assert [r["key"] for r in csv.DictReader(f)] == ["random", "rl2"]
+
+
+def test_every_paper_column_has_a_baseline():
+    bandit = baseline_policies({"family": "bandit", "num_arms": 5}, 10)
+    tabular = baseline_policies({"family": "tabular", "num_states": 10, "num_actions": 5, "episode_steps": 10}, 10)
+    assert set(PAPER_RESULTS["bandit_k5_n10"]) - {"rl2"} == set(bandit)
+    assert set(PAPER_RESULTS["tabular_n10"]) - {"rl2"} <= set(tabular)
+    assert {"psrl_bayes", "greedy_bayes"} <= set(tabular) and "random_bayes" not in tabular
+
+
+def test_cli_tabular(tmp_path, capsys):
+    rows = main(["--family", "tabular", "--episodes", "3", "--out", str(tmp_path)])
+    by_key = {r["key"]: r for r in rows}
+    # episodes of 10 steps with mean reward 1 per step: random earns about 30 in three episodes
+    assert 28 < by_key["random"]["mean"] < 32
+    # planners act at random in the first episode (nothing known yet), then exploit what they saw
+    first = {k: r["per_episode"][0] for k, r in by_key.items()}
+    assert abs(first["greedy_bayes"] - first["random"]) < 0.5
+    assert by_key["greedy_bayes"]["mean"] > by_key["random"]["mean"] + 3
+    assert "tabular_n3" in capsys.readouterr().out
