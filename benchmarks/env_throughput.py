@@ -67,7 +67,9 @@ def random_actions(num_actions: int, num_envs: int, seed: int = 0) -> torch.Tens
     return torch.randint(num_actions, (NUM_ACTION_ROWS, num_envs), generator=gen)
 
 
-def bench_simulator(family: str, num_envs: int, episodes_per_trial: int, seconds: float, repeats: int) -> float:
+def bench_simulator(
+    family: str, num_envs: int, episodes_per_trial: int, seconds: float, repeats: int
+) -> float:
     env = make_trial_env(family, num_envs, episodes_per_trial, init_tracker=False, **FAMILIES[family])
     env.reset()  # installs tasks
     sim = env.simulator
@@ -95,7 +97,8 @@ def bench_env(env, num_envs: int, seconds: float, repeats: int) -> float:
 def make_episode_env(family: str, num_envs: int) -> EpisodeEnv:
     """The plain env, with the same training task stream (held-out sets excluded) as the trial env."""
     sim = make_simulator(family, num_envs, **FAMILIES[family])
-    source = SampledTasks(sim.sample_tasks, derive_seed(0, "train", "tasks", 0, 0), excluded_tasks(sim.setting))
+    seed = derive_seed(0, "train", "tasks", 0, 0)
+    source = SampledTasks(sim.sample_tasks, seed, excluded_tasks(sim.setting))
     sim.seed(derive_seed(0, "train", "dynamics", 0, 0))
     return EpisodeEnv(sim, source)
 
@@ -122,8 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-        f"CPU; trials of n={args.episodes_per_trial} episodes; best of {repeats} x {seconds:g} s; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()} CPU; trials of n={args.episodes_per_trial} episodes; "
+        f"best of {repeats} x {seconds:g} s; "
         "transitions/s\n"
     )
     print("| family | num_envs | simulator | EpisodeEnv (raw) | TrialEnv | trial/raw |")

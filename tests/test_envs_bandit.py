@@ -27,7 +27,8 @@ def test_rewards_are_bernoulli_of_the_pulled_arm():
     sim = BernoulliBandit(num_envs, num_arms=5)
     sim.seed(0)
     p = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
-    sim.set_tasks(TensorDict({"p": p.expand(num_envs, 5)}, batch_size=[num_envs]), torch.ones(num_envs, dtype=torch.bool))
+    tasks = TensorDict({"p": p.expand(num_envs, 5)}, batch_size=[num_envs])
+    sim.set_tasks(tasks, torch.ones(num_envs, dtype=torch.bool))
     action = torch.arange(num_envs) % 5  # each arm pulled by 8000 envs
     reward, episode_end = sim.step(action)
     assert episode_end.all() and reward.dtype == torch.float32

@@ -82,7 +82,10 @@ def test_unknown_split_is_rejected():
         load_task_set("bandit_k5", "test")
 
 
-@pytest.mark.parametrize("family, setting", [("bandit", "bandit_k5"), ("tabular", "tabular_s10_a5"), ("riverswim", "riverswim_s10")])
+@pytest.mark.parametrize(
+    "family, setting",
+    [("bandit", "bandit_k5"), ("tabular", "tabular_s10_a5"), ("riverswim", "riverswim_s10")],
+)
 def test_training_stream_never_draws_heldout_or_tuning_tasks(family, setting):
     excluded = task_fingerprint(excluded_tasks(setting))
     assert excluded.numel() == 2 * TASK_SET_SIZE
