@@ -120,6 +120,7 @@ class SimulatorEnv(EnvBase):
         ):
             raise ValueError(f"device={device} differs from the simulator's device {sim_device}")
         super().__init__(device=device, batch_size=torch.Size([simulator.num_envs]))
+        device = self.device  # as TorchRL normalised it ("cuda" -> "cuda:<current>")
         self.simulator = simulator
         self.task_source = task_source
         n = simulator.num_envs
