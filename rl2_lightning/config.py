@@ -112,6 +112,9 @@ class TrainConfig:
     ckpt_path: Optional[str] = None
     #: where runs of all experiments live
     runs_dir: str = "runs"
+    #: torch intra-op threads per process (None: torch's default). 1 is fastest when the CPU is
+    #: shared: two threads spin-wait against each other when another process holds a core.
+    threads: Optional[int] = None
 
 
 def register_configs() -> None:
