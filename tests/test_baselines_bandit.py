@@ -8,6 +8,7 @@ from torchrl.envs import InitTracker, TransformedEnv
 from rl2_lightning.baselines.bandit import (
     BANDIT_BASELINES,
     UCB1,
+    OptimisticThompsonSampling,
     Greedy,
     ThompsonSampling,
     beta_quantile_table,
@@ -100,3 +101,25 @@ def test_every_baseline_between_random_and_oracle():
             assert per_pull == pytest.approx(0.5, abs=0.01)
         else:
             assert 0.55 < per_pull < 0.7, name
+
+
+def _act_on_counts(policy, successes, failures, batch=400):
+    policy.batch_size = batch
+    policy.allocate(batch, torch.device("cpu"))
+    policy.successes[:] = torch.tensor(successes, dtype=torch.float32)
+    policy.failures[:] = torch.tensor(failures, dtype=torch.float32)
+    return policy.act(None)
+
+
+def test_ots_keeps_the_most_probable_draw():
+    """Arm 0 ~ Beta(4, 2) (mode 0.75), arm 1 ~ Beta(3, 3) (mode 0.5): P(TS pulls arm 1) = P(Beta(3,3) > Beta(4,2)) ≈ 0.26,
+    while the most probable of many joint draws sits near the modes, so OTS (authors' rule) pulls arm 0."""
+    torch.manual_seed(0)
+    counts = ([3, 2], [1, 2])
+    ts = _act_on_counts(OptimisticThompsonSampling(2, 20, num_samples=1), *counts).float().mean().item()
+    ots = _act_on_counts(OptimisticThompsonSampling(2, 20, num_samples=200), *counts).float().mean().item()
+    assert 0.18 < ts < 0.34 and ots < 0.05
+    # per env N: the first half plays TS, the second half OTS with 200 draws
+    n = torch.cat([torch.ones(200), torch.full((200,), 200.0)])
+    mixed = _act_on_counts(OptimisticThompsonSampling(2, 20, num_samples=n), *counts).float()
+    assert mixed[:200].mean() > 0.15 and mixed[200:].mean() < 0.05

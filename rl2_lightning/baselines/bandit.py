@@ -5,9 +5,9 @@ Every policy keeps per-arm success and failure counts ``[num_envs, num_arms]`` f
 
 * :class:`Greedy` and :class:`EpsilonGreedy` — posterior mean ``(s + 1) / (n + 2)``;
 * :class:`UCB1` — ``mean + c * sqrt(2 log t / T_i)`` with the prior's pseudo-pulls counted in ``T_i``, ``t``;
-* :class:`ThompsonSampling` / :class:`OptimisticThompsonSampling` — per arm the largest of ``N`` Beta
-  posterior draws (``N = 1`` is Thompson sampling), drawn exactly by inverse CDF from precomputed
-  Beta quantile tables (:func:`beta_quantile_table`), so ``N`` in the hundreds costs nothing more;
+* :class:`ThompsonSampling` / :class:`OptimisticThompsonSampling` — the best arm of one posterior draw,
+  or of the most probable of ``N`` draws (the RL² authors' OTS; ``N = 1`` is Thompson sampling); draws
+  are made by inverse CDF from precomputed Beta quantile tables (:func:`beta_quantile_table`);
 * :class:`Gittins` — the Gittins index of each arm's posterior for a (tuned) discount, looked up in a
   table from :mod:`rl2_lightning.baselines.gittins`.
 """
@@ -140,19 +140,46 @@ def sample_max_beta(
 
 
 class OptimisticThompsonSampling(BanditBaseline):
-    """Per arm the most optimistic of ``num_samples`` posterior draws; pulls the arm with the largest.
+    """Thompson sampling with ``num_samples`` posterior draws per step (a number or one per env).
 
+    ``rule="density"`` (default) follows the RL² authors' baseline code (rllab ``sandbox/rocky/neural_learner``,
+    ``OptimisticThompsonSampling``): of ``N`` joint draws of the arm means it keeps the one with the highest
+    posterior density and pulls its best arm; large ``N`` approaches greedy play on the posterior mode.
+    ``rule="max"`` is the per-arm reading (May et al. 2012): each arm's score is the largest of its ``N``
+    draws, so large ``N`` explores more. ``N = 1`` is Thompson sampling under either rule.
     ``max_pulls`` (the trial length) sizes the quantile table.
     """
 
-    def __init__(self, num_actions: int, max_pulls: int, num_samples: float | torch.Tensor = 1):
+    def __init__(self, num_actions: int, max_pulls: int, num_samples: float | torch.Tensor = 1, rule: str = "density"):
         super().__init__(num_actions)
-        self.num_samples = num_samples
+        if rule not in ("density", "max"):
+            raise ValueError(f"rule={rule!r} is unknown; allowed: density, max")
+        self.num_samples, self.rule = num_samples, rule
         self.table = beta_quantile_table(int(max_pulls))
 
     def act(self, td: TensorDictBase) -> torch.Tensor:  # noqa: D102
         n = per_env(self.num_samples, self.batch_size, self.successes.device, torch.float64)
-        return argmax_random_ties(sample_max_beta(self.successes, self.failures, n, self.table))
+        if self.rule == "max":
+            return argmax_random_ties(sample_max_beta(self.successes, self.failures, n, self.table))
+        s, f = self.successes, self.failures
+        one = torch.ones((), dtype=torch.float64)
+        best_score = torch.full((self.batch_size,), -torch.inf, dtype=torch.float64)
+        best = torch.zeros_like(s)
+        rows = torch.arange(self.batch_size)
+        chunk = max(1, 2_000_000 // s.numel())  # draws per pass, to bound memory
+        for start in range(0, int(n.max()), chunk):
+            m = min(chunk, int(n.max()) - start)
+            theta = sample_max_beta(s.expand(m, *s.shape), f.expand(m, *f.shape), one, self.table)
+            t = theta.clamp(1e-7, 1 - 1e-7)
+            # log posterior density up to a per-arm constant: (a - 1) log x + (b - 1) log(1 - x)
+            score = (s * t.log() + f * torch.log1p(-t)).sum(-1).double()  # [m, B]
+            used = (start + torch.arange(m)).unsqueeze(1) < n.reshape(1, -1)
+            score = torch.where(used, score, -torch.inf)
+            top, j = score.max(0)
+            better = top > best_score
+            best = torch.where(better.unsqueeze(1), theta[j, rows], best)
+            best_score = torch.where(better, top, best_score)
+        return argmax_random_ties(best)
 
 
 class ThompsonSampling(OptimisticThompsonSampling):

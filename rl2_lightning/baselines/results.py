@@ -89,7 +89,8 @@ def _hparam_table(settings: list[str]) -> str:
         groups = hp.items() if setting.startswith("tabular") else [("", hp)]
         for prior, methods in groups:
             text = ", ".join(f"{m}: " + ", ".join(f"{p}={v}" for p, v in d.items()) for m, d in methods.items())
-            lines.append(f"| {setting} | {prior} | {text} | `{cfg['tuning']['command']}` |")
+            commands = "<br>".join(f"`{r['command']}`" for r in cfg["tuning"]["runs"])
+            lines.append(f"| {setting} | {prior} | {text} | {commands} |")
     return "\n".join(lines)
 
 

@@ -47,7 +47,9 @@ GRIDS: dict[str, dict[str, dict[str, list]]] = {
     },
 }
 # methods whose cost grows with the hyperparameter: one rollout per grid point
-_SEPARATE = {("tabular", "opsrl")}
+_SEPARATE = {("tabular", "opsrl"), ("bandit", "ots")}
+# OTS draws N joint samples per pull: grid points with N * arms * pulls above this are skipped (N <= 20 always kept)
+OTS_BUDGET = 200_000
 
 
 def parse_setting(setting: str) -> tuple[dict, int]:
@@ -134,6 +136,8 @@ def tune_setting(setting: str, num_tasks: int, methods: list[str] | None = None,
             if methods and name not in methods:
                 continue
             (param, values), = grid.items()
+            if (family, name) == ("bandit", "ots"):
+                values = [v for v in values if v <= 20 or v * setting_kwargs["num_arms"] * n <= OTS_BUDGET]
             t0 = time.time()
             scores = score_grid(setting_kwargs, n, name, param, values, num_tasks, prior or "paper", seed)
             best = max(range(len(values)), key=scores.__getitem__)
@@ -174,15 +178,19 @@ def write_config(setting: str, result: dict, command: str, num_tasks: int, seed:
             out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
         return out
 
+    tuned = ", ".join(sorted(result["grid"].get("paper", result["grid"])))
+    runs = [r for r in old.get("tuning", {}).get("runs", []) if r["methods"] != tuned]
+    runs.append({"methods": tuned, "num_tasks": num_tasks, "seed": seed, "command": command})
     cfg = {
         "setting": setting,
         "env": {**setting_kwargs, "episodes_per_trial": n},
-        "tuning": {"task_set": "tuning", "num_tasks": num_tasks, "seed": seed, "command": command},
+        "tuning": {"task_set": "tuning", "runs": runs},
         "hparams": merge(old.get("hparams", {}), result["hparams"]),
         "grid": merge(old.get("grid", {}), result["grid"]),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = f"# Baseline hyperparameters for {setting}, grid-searched on the tuning task set by:\n#   {command}\n"
+    commands = "".join(f"#   {r['command']}\n" for r in runs)
+    header = f"# Baseline hyperparameters for {setting}, grid-searched on the tuning task set by:\n{commands}"
     path.write_text(header + yaml.safe_dump(cfg, sort_keys=False, width=120))
     return path
 
