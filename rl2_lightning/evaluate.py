@@ -131,6 +131,8 @@ def evaluate(
     rows = []
     for key, policy in todo.items():
         start = time.perf_counter()
+        # every method meets the same reward / transition noise stream (common random numbers)
+        env.base_env.simulator.seed(derive_seed(seed, "heldout", "dynamics"))
         torch.manual_seed(derive_seed(seed, "evaluate", key))
         if not callable(getattr(policy, "forward", None)) and callable(policy) and _is_factory(policy):
             policy = policy()

@@ -124,7 +124,9 @@ def score_grid(
     return scores
 
 
-def tune_setting(setting: str, num_tasks: int, methods: list[str] | None = None, seed: int = 0, log=print) -> dict:
+def tune_setting(
+    setting: str, num_tasks: int, methods: list[str] | None = None, seed: int = 0, ots_budget: int = OTS_BUDGET, log=print
+) -> dict:
     """Grid-search every tunable method of ``setting``; returns the config dict (see module doc)."""
     setting_kwargs, n = parse_setting(setting)
     family = setting_kwargs["family"]
@@ -137,7 +139,7 @@ def tune_setting(setting: str, num_tasks: int, methods: list[str] | None = None,
                 continue
             (param, values), = grid.items()
             if (family, name) == ("bandit", "ots"):
-                values = [v for v in values if v <= 20 or v * setting_kwargs["num_arms"] * n <= OTS_BUDGET]
+                values = [v for v in values if v <= 20 or v * setting_kwargs["num_arms"] * n <= ots_budget]
             t0 = time.time()
             scores = score_grid(setting_kwargs, n, name, param, values, num_tasks, prior or "paper", seed)
             best = max(range(len(values)), key=scores.__getitem__)
@@ -203,11 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="*", default=None, help="only these methods (default: all tunable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
+    parser.add_argument("--ots-budget", type=int, default=OTS_BUDGET, help="skip OTS grid points with N*k*n above this")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python -m rl2_lightning.baselines.tune " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     for setting in args.settings:
-        result = tune_setting(setting, args.num_tasks, args.methods, args.seed)
+        result = tune_setting(setting, args.num_tasks, args.methods, args.seed, args.ots_budget)
         print(f"wrote {write_config(setting, result, command, args.num_tasks, args.seed)}", flush=True)
 
 
