@@ -9,13 +9,19 @@ from __future__ import annotations
 import torch
 
 
+def expected_next_value(P: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``sum_s' P[b, s, a, s'] v[b, s']`` as one batched matrix product; ``[B, S, A]``."""
+    B, S, A, _ = P.shape
+    return torch.bmm(P.reshape(B, S * A, S), v.unsqueeze(-1)).view(B, S, A)
+
+
 def value_iteration(R: torch.Tensor, P: torch.Tensor, horizon: int) -> torch.Tensor:
     """Optimal finite-horizon action values ``Q[B, horizon, S, A]`` of the MDPs ``(R, P)``."""
     B, S, A = R.shape
     Q = R.new_empty(B, horizon, S, A)
     v = R.new_zeros(B, S)
     for h in range(horizon - 1, -1, -1):
-        Q[:, h] = R + (P @ v[:, None, :, None]).squeeze(-1)
+        Q[:, h] = R + expected_next_value(P, v)
         v = Q[:, h].max(-1).values
     return Q
 
@@ -47,6 +53,6 @@ def extended_value_iteration(
     v = R.new_zeros(B, S)
     for h in range(horizon - 1, -1, -1):
         p_opt = optimistic_transitions(P, p_slack, v)
-        Q[:, h] = R + r_slack + (p_opt @ v[:, None, :, None]).squeeze(-1)
+        Q[:, h] = R + r_slack + expected_next_value(p_opt, v)
         v = Q[:, h].max(-1).values
     return Q

@@ -10,6 +10,7 @@ to ``--artifacts``); this script only assembles the tables, the timings and the 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import shlex
 import sys
@@ -123,6 +124,23 @@ def _outside(results: dict[str, list[dict]]) -> list[str]:
     return out
 
 
+def _run_tables(tables: list[int], artifacts: str) -> tuple[dict[str, list[dict]], dict[int, float]]:
+    """Score every setting of the chosen tables; returns the rows per setting and the seconds per table."""
+    results: dict[str, list[dict]] = {}
+    timings = {}
+    for table, settings in ((1, TABLE1), (2, TABLE2)):
+        if table not in tables:
+            continue
+        start = time.perf_counter()
+        for setting in settings:
+            kw, n = parse_setting(setting)
+            results[setting] = evaluate(kw, n, out_dir=artifacts, verbose=False)
+            print(f"{setting}: done at {time.perf_counter() - start:.0f}s", flush=True)
+        timings[table] = time.perf_counter() - start
+        print(f"Table {table} baselines on 1000 held-out tasks per setting: {timings[table]:.0f} s", flush=True)
+    return results, timings
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: score every setting of the chosen tables and write the Markdown document."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,21 +149,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifacts", default=str(ROOT / "outputs" / "results"), help="per-setting .md/.csv/.png")
     parser.add_argument("--notes", default=None, help="a Markdown file appended as the discussion of differences")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reuse", action="store_true", help="rebuild the document from --artifacts/results.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = "python -m rl2_lightning.baselines.results " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    results: dict[str, list[dict]] = {}
-    timings = {}
-    for table, settings in ((1, TABLE1), (2, TABLE2)):
-        if table not in args.tables:
-            continue
-        start = time.perf_counter()
-        for setting in settings:
-            kw, n = parse_setting(setting)
-            results[setting] = evaluate(kw, n, out_dir=args.artifacts, verbose=False)
-            print(f"{setting}: done at {time.perf_counter() - start:.0f}s", flush=True)
-        timings[table] = time.perf_counter() - start
-        print(f"Table {table} baselines on 1000 held-out tasks per setting: {timings[table]:.0f} s", flush=True)
+    raw = Path(args.artifacts) / "results.json"
+    if args.reuse:
+        saved = json.loads(raw.read_text())
+        results, timings, command = saved["results"], {int(k): v for k, v in saved["timings"].items()}, saved["command"]
+    else:
+        command = "python -m rl2_lightning.baselines.results " + " ".join(
+            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+        )
+        results, timings = _run_tables(args.tables, args.artifacts)
+        raw.write_text(json.dumps({"results": results, "timings": timings, "command": command}))
     if not args.out:
         return
     doc = [
