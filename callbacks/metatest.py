@@ -5,6 +5,11 @@ Every ``every_n_epochs`` epochs, rank 0 plays one trial with the frozen actor on
 ``meta_test/trial_return`` with its 95% confidence interval, ``meta_test/return_ep{k}``, a figure of
 return per episode index within the trial (the curve that shows the agent learning inside a trial),
 and appends the same numbers to ``metatest.csv`` in the run directory. Other ranks do no work.
+
+With ``baselines=True`` (bandits and tabular MDPs) the classical baselines of the paper play the same
+tasks once per run, at the first evaluation; their per-episode curves are drawn in the same figure and
+their trial returns logged as ``meta_test/baselines/<name>``, so a run shows how far RL² is from
+Gittins or OPSRL as it learns.
 """
 
 from __future__ import annotations
@@ -45,12 +50,16 @@ class MetaTestCallback(Callback):
         exploration: str = "random",
         seed: int = 12345,
         run_dir: str | None = None,
+        baselines: bool = True,
     ):
         self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, task_set, num_tasks
         self.exploration, self.seed, self.run_dir = EXPLORATION[exploration], seed, run_dir
+        self.baselines = baselines
         self.env = None
         self.tasks = None
         self.last: dict[str, float] | None = None
+        #: per-episode mean returns of each baseline on the same tasks (computed once per run)
+        self.baseline_curves: dict[str, torch.Tensor] | None = None
 
     def _build(self, pl_module: LightningModule) -> None:
         cfg = pl_module.env_cfg
@@ -65,6 +74,14 @@ class MetaTestCallback(Callback):
     @torch.no_grad()
     def evaluate(self, pl_module: LightningModule) -> torch.Tensor:
         """Per-episode returns ``[num_tasks, episodes_per_trial]`` of the current actor."""
+        was_training = pl_module.training
+        pl_module.eval()
+        returns = self._play(pl_module, pl_module.actor)
+        pl_module.train(was_training)
+        return returns
+
+    def _play(self, pl_module: LightningModule, policy) -> torch.Tensor:
+        """Per-episode returns of ``policy`` on the task set, with the evaluation's own seeds."""
         if self.env is None:
             self._build(pl_module)
         base = self.env.base_env
@@ -73,11 +90,22 @@ class MetaTestCallback(Callback):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
             base.simulator.seed(self.seed)
-            was_training = pl_module.training
-            pl_module.eval()
-            rollout = play_trials(self.env, pl_module.actor, base.trial_steps, self.exploration)
-            pl_module.train(was_training)
+            rollout = play_trials(self.env, policy, base.trial_steps, self.exploration)
         return episode_returns(rollout, pl_module.env_cfg["episodes_per_trial"])
+
+    @torch.no_grad()
+    def evaluate_baselines(self, pl_module: LightningModule) -> dict[str, torch.Tensor]:
+        """Mean return per episode index of every classical baseline on the same tasks (cached)."""
+        if self.baseline_curves is None:
+            self.baseline_curves = {}
+            cfg = pl_module.env_cfg
+            if self.baselines and cfg["family"] in ("bandit", "tabular"):
+                from rl2_lightning.evaluate import baseline_policies
+
+                setting = {"family": cfg["family"], **env_kwargs(cfg)}
+                for key, make in baseline_policies(setting, cfg["episodes_per_trial"]).items():
+                    self.baseline_curves[key] = self._play(pl_module, make()).double().mean(0).cpu()
+        return self.baseline_curves
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
@@ -86,19 +114,22 @@ class MetaTestCallback(Callback):
         if not trainer.is_global_zero:
             return
         returns = self.evaluate(pl_module)
+        curves = self.evaluate_baselines(pl_module)
         summary = summarize(returns)
         self.last = summary
         frames = int(pl_module.frames)
         metrics = {f"meta_test/{k}": v for k, v in summary.items()}
+        metrics.update({f"meta_test/baselines/{k}": c.sum().item() for k, c in curves.items()})
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=frames)
             experiment = getattr(trainer.logger, "experiment", None)
             if hasattr(experiment, "add_figure"):
-                experiment.add_figure("meta_test/return_per_episode", self.figure(returns), global_step=frames)
+                fig = self.figure(returns, curves)
+                experiment.add_figure("meta_test/return_per_episode", fig, global_step=frames)
         self._append_csv(trainer, frames, summary)
 
-    def figure(self, returns: torch.Tensor):
-        """Mean return of each episode index within the trial, with a 95% CI band."""
+    def figure(self, returns: torch.Tensor, baselines: dict[str, torch.Tensor] | None = None):
+        """Mean return of each episode index within the trial (95% CI band), baselines dashed."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -111,10 +142,14 @@ class MetaTestCallback(Callback):
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.plot(x, mean, marker="o", label="RL²")
         ax.fill_between(x, mean - half, mean + half, alpha=0.25)
+        for key, curve in (baselines or {}).items():
+            from rl2_lightning.evaluate import display_name
+
+            ax.plot(x, curve, linestyle="--", linewidth=1, label=display_name(key))
         ax.set_xlabel("episode within the trial")
         ax.set_ylabel("mean return")
         ax.set_title(f"meta-test on {r.shape[0]} {self.task_set} tasks")
-        ax.legend()
+        ax.legend(fontsize="x-small", ncol=2)
         fig.tight_layout()
         return fig
 

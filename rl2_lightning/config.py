@@ -72,6 +72,8 @@ class MetaTestConfig:
     num_tasks: int = 1000
     #: "random" samples actions (the default: RL² explores through its stochastic policy); "mode" is greedy
     exploration: str = "random"
+    #: overlay the classical baselines (bandits, tabular MDPs), computed once per run on the same tasks
+    baselines: bool = True
 
 
 @dataclass

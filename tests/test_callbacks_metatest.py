@@ -62,3 +62,18 @@ def test_figure_and_csv(tmp_path):
     line = fig.axes[0].lines[0]
     assert len(line.get_xdata()) == 10
     torch.testing.assert_close(torch.as_tensor(line.get_ydata()), returns.double().mean(0))
+
+
+def test_baselines_are_overlaid_once_per_run_on_the_same_tasks():
+    module = uniform_policy_module("bandit_k5_n10")
+    callback = MetaTestCallback(num_tasks=200)
+    curves = callback.evaluate_baselines(module)
+    assert {"random", "gittins", "ucb1", "greedy"} <= set(curves)
+    assert all(c.shape == (10,) for c in curves.values())
+    # Gittins clearly beats random on these 200 tasks, and its curve rises within the trial
+    assert curves["gittins"].sum() > curves["random"].sum() + 0.5
+    assert curves["gittins"][-3:].mean() > curves["gittins"][:2].mean()
+    assert callback.evaluate_baselines(module) is curves  # cached: computed once per run
+    fig = callback.figure(callback.evaluate(module), curves)
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert "RL²" in labels and "Gittins" in labels

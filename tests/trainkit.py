@@ -25,6 +25,7 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "logger=false",
     "metatest.num_tasks=50",
+    "metatest.baselines=false",
 ]
 
 
