@@ -16,10 +16,18 @@ from rl2_lightning.envs.tabular import RiverSwim, TabularMDP
 from rl2_lightning.envs.tasks import FixedTasks, SampledTasks, TaskSource, derive_seed, excluded_tasks
 from rl2_lightning.envs.trial import TaskSimulator, TrialEnv
 
+def _maze(**kwargs) -> TaskSimulator:
+    """The maze simulator, imported on demand (it needs ViZDoom)."""
+    from rl2_lightning.envs.maze.doom import MazeSimulator
+
+    return MazeSimulator(**kwargs)
+
+
 FAMILIES: dict[str, type[TaskSimulator]] = {
     "bandit": BernoulliBandit,
     "tabular": TabularMDP,
     "riverswim": RiverSwim,
+    "maze": _maze,
 }
 
 # Task distributions that have fixed held-out / tuning sets under data/tasks/ (one per distinct
@@ -65,15 +73,21 @@ def make_trial_env(
     trial starts, where the GRU resets). ``trials_per_reset > 1`` is the no-reset ablation (see
     :class:`TrialEnv`).
     """
+    if family == "maze":  # a maze simulator holds one pool: the training one, or the held-out one
+        if task_set == "tuning":
+            raise ValueError("task_set='tuning' is not defined for mazes; allowed: heldout or None (training)")
+        family_kwargs = {**family_kwargs, "pool": "heldout" if task_set == "heldout" else "train"}
     sim = make_simulator(family, num_envs, device, **family_kwargs)
     source: TaskSource
     if task_set is None:
-        exclude = excluded_tasks(sim.setting) if hasattr(sim, "setting") else None
+        # Maze pools are disjoint by construction (checked when generated); other families exclude
+        # their fixed sets from the stream by fingerprint.
+        exclude = None if family == "maze" else excluded_tasks(sim.setting)
         source = SampledTasks(sim.sample_tasks, derive_seed(seed, "train", "tasks", rank, worker), exclude, sim.device)
     else:
         from rl2_lightning.envs.tasks import load_task_set
 
-        source = FixedTasks(load_task_set(sim.setting, task_set))
+        source = FixedTasks(sim.task_set() if family == "maze" else load_task_set(sim.setting, task_set))
     sim.seed(derive_seed(seed, "train" if task_set is None else task_set, "dynamics", rank, worker))
     env = TrialEnv(sim, source, episodes_per_trial, trials_per_reset, device=sim.device)
     return TransformedEnv(env, InitTracker()) if init_tracker else env

@@ -1,0 +1,213 @@
+"""ViZDoom maze simulator: one headless ``DoomGame`` per env, served through the trial mechanism.
+
+A task is one layout of a pool (``"layout"``: its index; the goal is part of the layout). The
+episodes of a trial replay the same map; a new trial switches map with ``set_doom_map`` +
+``new_episode`` (DESIGN.md §8). Actions: forward, turn left, turn right, each held for
+``frame_skip`` tics. Rewards: ``-0.01`` per tic (the engine's living reward), ``+1`` on walking into
+the red goal block (its linedefs carry ``Exit_Normal``: the engine ends the episode and pays the map
+exit reward), ``-0.001`` when a forward step is blocked by a wall. Observations are the 160x120 RGB
+frame averaged over 4x4 blocks to 40x30 and scaled to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from rl2_lightning.envs.maze.layout import check_pool, check_size, load_pool, setting_name
+from rl2_lightning.envs.maze.wad import ensure_wad, map_name
+from rl2_lightning.envs.trial import TaskSimulator
+
+HORIZONS = {5: 250, 9: 1000}
+LIVING_REWARD = -0.01  # per tic
+GOAL_REWARD = 1.0
+BUMP_PENALTY = -0.001
+START_TICS = 10  # the engine ignores input for ~8 tics after a map load
+MIN_STEP = 1.0  # map units: a forward step that moves less than this hit a wall
+FORWARD, LEFT, RIGHT = 0, 1, 2
+
+
+class EngineRestarted(RuntimeError):
+    """A ``DoomGame`` died and was restarted; the trials in flight are lost and must be re-collected."""
+
+
+@contextlib.contextmanager
+def _scratch_cwd():
+    """Start engines from a scratch directory: ViZDoom writes ``_vizdoom.ini`` and ``_vizdoom/`` into
+    its working directory (also when it closes, so the directory must outlive the game)."""
+    scratch = os.path.join(tempfile.gettempdir(), "rl2_lightning_vizdoom")
+    os.makedirs(scratch, exist_ok=True)
+    old = os.getcwd()
+    os.chdir(scratch)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def downsample(frame: np.ndarray) -> np.ndarray:
+    """``[120, 160, 3]`` uint8 -> ``[3, 30, 40]`` float32 in [-1, 1] (4x4 block mean)."""
+    h, w, c = frame.shape
+    blocks = frame.reshape(h // 4, 4, w // 4, 4, c).mean(axis=(1, 3), dtype=np.float32)
+    return (blocks / 127.5 - 1.0).transpose(2, 0, 1)
+
+
+class MazeSimulator(TaskSimulator):
+    """``num_envs`` ViZDoom mazes of one pool.
+
+    Args:
+        num_envs: parallel games in this process (each engine runs in its own process).
+        size: cells per side (5 or 9).
+        pool: ``"train"`` (training stream) or ``"heldout"`` (meta-test set).
+        horizon: steps per episode (default 250 for 5x5, 1000 for 9x9, as the paper).
+        frame_skip: tics per action.
+    """
+
+    num_actions = 3
+    observation_shape = (3, 30, 40)
+
+    def __init__(
+        self,
+        num_envs: int,
+        size: int = 5,
+        pool: str = "train",
+        horizon: int | None = None,
+        frame_skip: int = 4,
+        device: torch.device | str = "cpu",
+    ):
+        super().__init__(num_envs, device)
+        self.size, self.pool_name = check_size(size), check_pool(pool)
+        self.max_episode_steps = int(horizon or HORIZONS[self.size])
+        if self.max_episode_steps < 1 or frame_skip < 1:
+            raise ValueError(f"horizon and frame_skip must be >= 1, got {horizon} and {frame_skip}")
+        self.frame_skip = int(frame_skip)
+        self.pool = load_pool(self.size, self.pool_name)
+        self.wad = str(ensure_wad(self.pool))
+        self.layout = np.full(num_envs, -1, dtype=np.int64)
+        self._loaded = np.full(num_envs, -1, dtype=np.int64)  # map currently loaded in each engine
+        self.t = np.zeros(num_envs, dtype=np.int64)
+        self._obs = np.zeros((num_envs, *self.observation_shape), dtype=np.float32)
+        self._pos = np.zeros((num_envs, 3), dtype=np.float64)  # x, y, angle
+        #: per env, the (x, y, angle) of every step of the current trial, for drawing paths
+        self.trace: list[list[tuple[float, float, float]]] = [[] for _ in range(num_envs)]
+        self.games = [self._start_game() for _ in range(num_envs)]
+
+    @property
+    def setting(self) -> str:
+        """Name of the task distribution (``maze_5x5`` / ``maze_9x9``)."""
+        return setting_name(self.size)
+
+    # ------------------------------------------------------------------ engine
+    def _start_game(self):
+        import vizdoom as vzd
+
+        game = vzd.DoomGame()
+        game.set_doom_scenario_path(self.wad)
+        game.set_doom_map(map_name(0))
+        game.set_screen_resolution(vzd.ScreenResolution.RES_160X120)
+        game.set_screen_format(vzd.ScreenFormat.RGB24)
+        game.set_window_visible(False)
+        game.set_sound_enabled(False)
+        game.set_render_hud(False)
+        game.set_render_crosshair(False)
+        game.set_render_weapon(False)
+        game.set_render_decals(False)
+        game.set_render_particles(False)
+        game.set_available_buttons([vzd.Button.MOVE_FORWARD, vzd.Button.TURN_LEFT, vzd.Button.TURN_RIGHT])
+        game.set_available_game_variables(
+            [vzd.GameVariable.POSITION_X, vzd.GameVariable.POSITION_Y, vzd.GameVariable.ANGLE]
+        )
+        game.set_living_reward(LIVING_REWARD)
+        game.set_map_exit_reward(GOAL_REWARD)
+        game.set_episode_start_time(START_TICS)
+        game.set_episode_timeout(0)  # the horizon is counted here, in agent steps
+        game.set_mode(vzd.Mode.PLAYER)
+        with _scratch_cwd():
+            game.init()
+        return game
+
+    def _restart(self, i: int) -> None:
+        with contextlib.suppress(Exception):
+            self.games[i].close()
+        self.games[i] = self._start_game()
+        self._loaded[i] = -1
+        self._new_episode(i)
+
+    def _read(self, i: int) -> None:
+        """Cache the observation and position of game ``i`` (after a step or a new episode)."""
+        state = self.games[i].get_state()
+        if state is None:  # the episode just ended; TrialEnv restarts it or the trial is over
+            return
+        self._obs[i] = downsample(state.screen_buffer)
+        self._pos[i] = state.game_variables[:3]
+
+    def _new_episode(self, i: int) -> None:
+        game = self.games[i]
+        if self._loaded[i] != self.layout[i]:
+            game.set_doom_map(map_name(int(self.layout[i])))
+            self._loaded[i] = self.layout[i]
+        game.new_episode()
+        self.t[i] = 0
+        self._read(i)
+        self.trace[i].append(tuple(self._pos[i]))
+
+    # ------------------------------------------------------------------ TaskSimulator
+    def sample_tasks(self, n: int, generator: torch.Generator) -> TensorDict:  # noqa: D102
+        layout = torch.randint(len(self.pool), (n,), generator=generator, device=generator.device)
+        return TensorDict({"layout": layout}, batch_size=[n])
+
+    def task_set(self) -> TensorDict:
+        """Every layout of the pool, in order (the held-out set when ``pool="heldout"``)."""
+        n = len(self.pool)
+        return TensorDict({"layout": torch.arange(n)}, batch_size=[n])
+
+    def set_tasks(self, tasks: TensorDictBase, mask: torch.Tensor) -> None:  # noqa: D102
+        idx = mask.nonzero().flatten().cpu().numpy()
+        self.layout[idx] = tasks["layout"].cpu().numpy()
+        for i in idx:
+            self.trace[i] = []
+
+    def reset_episodes(self, mask: torch.Tensor) -> None:  # noqa: D102
+        for i in mask.nonzero().flatten().tolist():
+            self._new_episode(i)
+
+    def step(self, action: torch.Tensor, active: torch.Tensor | None = None):  # noqa: D102
+        import vizdoom as vzd
+
+        reward = np.zeros(self.num_envs, dtype=np.float32)
+        ended = np.zeros(self.num_envs, dtype=bool)
+        acts = action.cpu().numpy()
+        todo = range(self.num_envs) if active is None else active.nonzero().flatten().tolist()
+        buttons = [[a == FORWARD, a == LEFT, a == RIGHT] for a in range(3)]
+        for i in todo:
+            game, a = self.games[i], int(acts[i])
+            before = self._pos[i, :2].copy()
+            try:
+                reward[i] = game.make_action(buttons[a], self.frame_skip)
+                finished = game.is_episode_finished()
+            except vzd.ViZDoomUnexpectedExitException as err:
+                self._restart(i)
+                raise EngineRestarted(f"maze engine {i} died and was restarted ({err})") from err
+            self.t[i] += 1
+            if finished:  # reached the goal: the engine paid the exit reward
+                ended[i] = True
+                continue
+            self._read(i)
+            self.trace[i].append(tuple(self._pos[i]))
+            if a == FORWARD and np.hypot(*(self._pos[i, :2] - before)) < MIN_STEP:
+                reward[i] += BUMP_PENALTY
+            ended[i] = self.t[i] >= self.max_episode_steps
+        return torch.from_numpy(reward).to(self.device), torch.from_numpy(ended).to(self.device)
+
+    def observation(self) -> torch.Tensor:  # noqa: D102
+        return torch.from_numpy(self._obs.copy()).to(self.device)
+
+    def close(self) -> None:  # noqa: D102
+        for game in self.games:
+            with contextlib.suppress(Exception):
+                game.close()

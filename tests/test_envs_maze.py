@@ -1,0 +1,158 @@
+"""ViZDoom mazes (rl2_lightning/envs/maze/): layouts, pools, WADs and the simulator in trials."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rl2_lightning.envs.maze.layout import (
+    GOAL,
+    HEADINGS,
+    WALL,
+    generate_layout,
+    load_pool,
+    neighbours,
+    shortest_path,
+)
+from rl2_lightning.envs.maze.wad import BLOCK, block_to_map, build_wad
+
+
+def cells(n):
+    return [(r, c) for r in range(n) for c in range(n)]
+
+
+@pytest.mark.parametrize("size", [5, 9])
+def test_generated_mazes_are_perfect_with_a_reachable_goal(size):
+    for seed in range(20):
+        layout = generate_layout(size, seed)
+        grid = layout.grid
+        assert (grid[0] == WALL).all() and (grid[-1] == WALL).all()
+        edges = {frozenset((a, b)) for a in cells(size) for b in neighbours(grid, a)}
+        # connected + (cells - 1) edges = a tree: every cell reachable, exactly one path between cells
+        assert len(edges) == size * size - 1
+        assert all(shortest_path(grid, layout.start, cell) for cell in cells(size))
+        assert grid[2 * layout.goal[0] + 1, 2 * layout.goal[1] + 1] == GOAL
+        assert layout.goal != layout.start and len(neighbours(grid, layout.goal)) == 1
+
+
+def test_same_seed_same_layout_and_wad_bytes():
+    a, b = generate_layout(5, 123), generate_layout(5, 123)
+    assert np.array_equal(a.grid, b.grid) and (a.start, a.goal, a.angle) == (b.start, b.goal, b.angle)
+    pool = load_pool(5, "train")
+    assert build_wad(pool) == build_wad(pool)
+    assert pool.checksum() == load_pool(5, "train").checksum()
+
+
+@pytest.mark.parametrize("size", [5, 9])
+def test_train_and_heldout_pools_share_no_layout_goal_pair(size):
+    train, heldout = load_pool(size, "train"), load_pool(size, "heldout")
+    assert len(train) == len(heldout) == 1000
+    train_keys = {train[i].key() for i in range(len(train))}
+    heldout_keys = {heldout[i].key() for i in range(len(heldout))}
+    assert len(train_keys) == len(heldout_keys) == 1000
+    assert not train_keys & heldout_keys
+
+
+def test_bad_maze_settings_are_rejected():
+    from rl2_lightning.envs import make_trial_env
+
+    with pytest.raises(ValueError, match="maze size=7"):
+        make_trial_env("maze", 1, 2, size=7)
+    with pytest.raises(ValueError, match="tuning"):
+        make_trial_env("maze", 1, 2, size=5, task_set="tuning")
+
+
+# ---------------------------------------------------------------------------------------------- engine
+
+
+def cell_center(layout, cell):
+    rows = layout.grid.shape[0]
+    return np.array(block_to_map(2 * cell[0] + 1.5, 2 * cell[1] + 1.5, rows))
+
+
+def scripted_action(sim, i, targets):
+    """Turn towards the next cell centre of the path and walk; drop targets once reached."""
+    x, y, angle = sim._pos[i]
+    while len(targets) > 1 and np.hypot(*(targets[0] - (x, y))) < 24:
+        targets.pop(0)
+    dx, dy = targets[0] - (x, y)
+    diff = (math.degrees(math.atan2(dy, dx)) - angle + 180) % 360 - 180
+    if abs(diff) > 10:
+        return 1 if diff > 0 else 2  # turn left (counter-clockwise) / right
+    return 0
+
+
+@pytest.fixture(scope="module")
+def maze_env():
+    vizdoom = pytest.importorskip("vizdoom")  # noqa: F841
+    from rl2_lightning.envs import make_trial_env
+
+    env = make_trial_env("maze", 1, 2, seed=0, size=5, task_set="heldout")
+    yield env
+    env.close()
+
+
+@pytest.mark.maze
+def test_shortest_path_agent_reaches_the_goal_for_plus_one(maze_env):
+    base = maze_env.base_env
+    sim = base.simulator
+    maze_env.reset()
+    layout = sim.pool[int(sim.layout[0])]
+    targets = [cell_center(layout, c) for c in shortest_path(layout.grid, layout.start, layout.goal)[1:]]
+    rewards = []
+    for _ in range(sim.max_episode_steps):
+        a = scripted_action(sim, 0, targets)
+        reward, ended = sim.step(torch.tensor([a]))
+        rewards.append(float(reward[0]))
+        if ended[0]:
+            break
+    assert ended[0] and len(rewards) < sim.max_episode_steps
+    assert rewards[-1] > 0.9  # +1 for the goal, less the tics of that step
+    assert all(-0.05 < r < 0 for r in rewards[:-1])  # -0.01 per tic, -0.04 per step (+ bumps)
+
+
+@pytest.mark.maze
+def test_walking_into_a_wall_costs_the_bump_penalty(maze_env):
+    sim = maze_env.base_env.simulator
+    maze_env.reset()
+    layout = sim.pool[int(sim.layout[0])]
+    r, c = layout.start
+    # turn until facing a wall of the start cell, then keep walking into it
+    walls = [a for a, (dr, dc) in HEADINGS.items() if layout.grid[2 * r + 1 + dr, 2 * c + 1 + dc] == WALL]
+    target = walls[0]
+    for _ in range(60):
+        diff = (target - sim._pos[0, 2] + 180) % 360 - 180
+        if abs(diff) <= 6:
+            break
+        sim.step(torch.tensor([1 if diff > 0 else 2]))
+    rewards = [float(sim.step(torch.tensor([0]))[0][0]) for _ in range(12)]
+    assert rewards[-1] == pytest.approx(-0.04 - 0.001, abs=1e-4)
+    assert min(rewards) < -0.0405
+
+
+@pytest.mark.maze
+def test_inner_episodes_keep_the_layout_and_a_new_trial_draws_a_new_one():
+    pytest.importorskip("vizdoom")
+    from rl2_lightning.envs import make_trial_env
+
+    env = make_trial_env("maze", 1, 2, seed=0, size=5, horizon=3)
+    sim = env.base_env.simulator
+    td = env.reset()
+    first = int(sim.layout[0])
+    start_obs = td["observation"].clone()
+    seen = []
+    for _ in range(12):  # 2 trials of 2 episodes of 3 steps (turning in place never reaches a goal)
+        td["action"] = torch.tensor([1])
+        layout = int(sim.layout[0])  # the layout this step plays (a reset after it may change it)
+        data, td = env.step_and_maybe_reset(td)
+        seen.append((layout, bool(data["next", "episode_done"]), bool(data["next", "done"])))
+        if len(seen) == 3:  # the second episode starts where the first did, on the same layout
+            torch.testing.assert_close(data["next", "observation"], start_obs)
+    assert [s[0] for s in seen[:6]] == [first] * 6
+    assert [s[2] for s in seen] == [False] * 5 + [True] + [False] * 5 + [True]
+    assert [s[1] for s in seen[:6]] == [False, False, True, False, False, True]
+    assert seen[6][0] != first  # the next trial plays another layout
+    env.close()
