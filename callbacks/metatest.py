@@ -23,7 +23,6 @@ from torchrl.envs.utils import ExplorationType
 
 from rl2_lightning.config import env_kwargs
 from rl2_lightning.envs import FixedTasks, make_trial_env
-from rl2_lightning.envs.tasks import load_task_set
 from rl2_lightning.metatest import episode_returns, play_trials, summarize
 
 EXPLORATION = {"random": ExplorationType.RANDOM, "mode": ExplorationType.DETERMINISTIC}
@@ -40,6 +39,11 @@ class MetaTestCallback(Callback):
         seed: seed of the evaluation's own random streams (rewards, action sampling), so that every
             evaluation is comparable and training's random streams are left untouched.
         run_dir: where ``metatest.csv`` goes (default: the trainer's ``default_root_dir``).
+        baselines: overlay the classical baselines (bandits and tabular MDPs).
+        batch_size: trials played at once (default: all ``num_tasks``); mazes need a few, as each
+            trial runs its own engine.
+        episodes_per_trial: episodes of a meta-test trial (default: the training value); a larger
+            value tests extrapolation beyond the trial length trained on.
     """
 
     def __init__(
@@ -51,10 +55,14 @@ class MetaTestCallback(Callback):
         seed: int = 12345,
         run_dir: str | None = None,
         baselines: bool = True,
+        batch_size: int | None = None,
+        episodes_per_trial: int | None = None,
     ):
         self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, task_set, num_tasks
         self.exploration, self.seed, self.run_dir = EXPLORATION[exploration], seed, run_dir
         self.baselines = baselines
+        self.batch_size = min(batch_size or num_tasks, num_tasks)
+        self.episodes_per_trial = episodes_per_trial
         self.env = None
         self.tasks = None
         self.last: dict[str, float] | None = None
@@ -63,13 +71,14 @@ class MetaTestCallback(Callback):
 
     def _build(self, pl_module: LightningModule) -> None:
         cfg = pl_module.env_cfg
+        self.episodes_per_trial = self.episodes_per_trial or cfg["episodes_per_trial"]
         self.env = make_trial_env(
-            cfg["family"], self.num_tasks, cfg["episodes_per_trial"], task_set=self.task_set,
+            cfg["family"], self.batch_size, self.episodes_per_trial, task_set=self.task_set,
             device=pl_module.device, **env_kwargs(cfg),
         )
         for primer in pl_module.agent.primers:
             self.env.append_transform(primer.clone())
-        self.tasks = load_task_set(self.env.base_env.simulator.setting, self.task_set)[: self.num_tasks]
+        self.tasks = self.env.base_env.task_source.tasks[: self.num_tasks]
 
     @torch.no_grad()
     def evaluate(self, pl_module: LightningModule) -> torch.Tensor:
@@ -87,11 +96,14 @@ class MetaTestCallback(Callback):
         base = self.env.base_env
         base.task_source = FixedTasks(self.tasks)  # the same tasks, in the same order, every time
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        returns = []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
             base.simulator.seed(self.seed)
-            rollout = play_trials(self.env, policy, base.trial_steps, self.exploration)
-        return episode_returns(rollout, pl_module.env_cfg["episodes_per_trial"])
+            for _ in range(-(-self.num_tasks // self.batch_size)):  # batches of trials, in task order
+                rollout = play_trials(self.env, policy, base.trial_steps, self.exploration)
+                returns.append(episode_returns(rollout, self.episodes_per_trial))
+        return torch.cat(returns)[: self.num_tasks]
 
     @torch.no_grad()
     def evaluate_baselines(self, pl_module: LightningModule) -> dict[str, torch.Tensor]:

@@ -28,6 +28,9 @@ class EnvConfig:
     num_states: Optional[int] = None
     num_actions: Optional[int] = None
     episode_steps: Optional[int] = None
+    #: mazes: cells per side (5 or 9) and steps per episode (default 250 / 1000)
+    size: Optional[int] = None
+    horizon: Optional[int] = None
 
 
 @dataclass
@@ -74,6 +77,10 @@ class MetaTestConfig:
     exploration: str = "random"
     #: overlay the classical baselines (bandits, tabular MDPs), computed once per run on the same tasks
     baselines: bool = True
+    #: trials played at once (None: all num_tasks together); mazes run one engine per trial
+    batch_size: Optional[int] = None
+    #: episodes per meta-test trial (None: as in training); more tests extrapolation
+    episodes_per_trial: Optional[int] = None
 
 
 @dataclass
@@ -163,6 +170,10 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is None or value <= 0:
             raise ValueError(f"{key}={value!r} is not allowed; it must be > 0")
+    for key in ("metatest.batch_size", "metatest.episodes_per_trial", "env.size", "env.horizon"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value <= 0:
+            raise ValueError(f"{key}={value!r} is not allowed; it must be > 0 (or null)")
     for key in UNIT_INTERVAL:
         value = OmegaConf.select(cfg, key)
         if not 0.0 <= value <= 1.0:
@@ -178,5 +189,5 @@ def validate(cfg: DictConfig) -> None:
 
 def env_kwargs(env: EnvConfig | DictConfig) -> dict[str, Any]:
     """Family-specific constructor arguments of the env config (the ones that are set)."""
-    keys = ("num_arms", "num_states", "num_actions", "episode_steps")
+    keys = ("num_arms", "num_states", "num_actions", "episode_steps", "size", "horizon")
     return {k: env[k] for k in keys if env[k] is not None}

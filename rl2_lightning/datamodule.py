@@ -52,11 +52,8 @@ class TrialDataModule(LightningDataModule):
 
     @property
     def trial_steps(self) -> int:
-        """Steps of one collected row (a trial, or ``trials_per_reset`` trials)."""
-        steps = self.env.base_env.trial_steps
-        if steps is None:
-            raise NotImplementedError(f"env.family={self.env_cfg['family']!r} has variable-length trials")
-        return steps * self.env_cfg["trials_per_reset"]
+        """Steps of one collected row (a trial, padded for mazes, or ``trials_per_reset`` trials)."""
+        return self.env.base_env.trial_steps * self.env_cfg["trials_per_reset"]
 
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         if self.env is not None:

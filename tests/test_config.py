@@ -14,6 +14,7 @@ from rl2_lightning.module import RL2Module
 
 PAPER_SETTINGS = [f"bandit_k{k}_n{n}" for k in (5, 10, 50) for n in (10, 100, 500)]
 PAPER_SETTINGS += [f"tabular_n{n}" for n in (10, 25, 50, 75, 100)] + ["riverswim"]
+PAPER_SETTINGS += ["maze_5x5", "maze_9x9", "maze_5x5_extrapolate", "maze_9x9_extrapolate"]
 
 
 def test_every_paper_setting_has_a_preset():
@@ -34,9 +35,10 @@ def test_preset_composes_and_instantiates(preset):
     assert sum(p.numel() for p in module.parameters()) > 0
     dm = TrialDataModule(OmegaConf.to_container(cfg.env), cfg.seed, 1)
     dm.setup("fit")
-    # one collected row is one whole trial
+    # one collected row is one whole trial (padded to its longest length for mazes)
     n = cfg.env.episodes_per_trial
-    assert dm.trial_steps == n * (cfg.env.episode_steps or 1)
+    assert dm.trial_steps == n * (cfg.env.episode_steps or cfg.env.horizon or 1)
+    dm.teardown()
 
 
 def test_paper_hyperparameters_in_presets():

@@ -124,3 +124,26 @@ def test_multirun_sweep_over_seeds(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.parent.parent.name for p in Path(tmp_path, "multirun").glob("*/*/checkpoints/last.ckpt"))
     assert runs == ["bandit_k5_n10_seed1_0", "bandit_k5_n10_seed2_1"]
+
+
+@pytest.mark.maze
+def test_tiny_maze_run_trains_end_to_end(tmp_path):
+    pytest.importorskip("vizdoom")
+    cfg = compose_cfg(
+        [
+            "conf=maze_5x5",
+            f"runs_dir={tmp_path}",
+            "env.num_envs=2",
+            "env.horizon=6",
+            "metatest.num_tasks=4",
+            "metatest.batch_size=2",
+            "metatest.every_n_epochs=1",
+            "metatest.episodes_per_trial=3",
+        ]
+    )
+    out = train(cfg)
+    module = out["module"]
+    assert module.agent.primers and module.hparams.model["shared_trunk"]
+    # real (unpadded) frames only: at most epochs x iterations x envs x 2 episodes x 6 steps
+    assert 0 < int(module.frames) <= 2 * 2 * 2 * 2 * 6
+    assert "return_ep2" in out["metatest"]  # meta-test trials of 3 episodes (extrapolation)
