@@ -43,7 +43,7 @@ GRIDS: dict[str, dict[str, dict[str, list]]] = {
         "opsrl": {"num_samples": [1, 2, 3, 5, 8, 12, 20]},
         "ucrl2": {"scaling": [0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]},
         "beb": {"scaling": [0.0, 1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1]},
-        "egreedy": {"epsilon": [0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]},
+        "egreedy": {"epsilon": [0.0, 0.01, 0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3]},
     },
 }
 # methods whose cost grows with the hyperparameter: one rollout per grid point
