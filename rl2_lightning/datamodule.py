@@ -7,6 +7,7 @@ row starts at a reset and ends at a trial end, so no hidden state crosses batche
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -16,6 +17,9 @@ from torchrl.collectors import Collector
 
 from rl2_lightning.config import env_kwargs
 from rl2_lightning.envs import make_trial_env
+from rl2_lightning.envs.trial import EngineRestarted
+
+log = logging.getLogger(__name__)
 
 
 def _as_is(batch):
@@ -24,14 +28,29 @@ def _as_is(batch):
 
 
 class TrialBatches(IterableDataset):
-    """Yields ``iterations`` batches of whole trials from a collector per epoch."""
+    """Yields ``iterations`` batches of whole trials per epoch from the data module's collector.
 
-    def __init__(self, collector: Collector, iterations: int):
-        self.collector, self.iterations = collector, iterations
+    If an engine dies mid-batch (:class:`~rl2_lightning.envs.trial.EngineRestarted`), the collector
+    has shut down with its env: the data module rebuilds both, on the same random streams, and the
+    batch is collected anew; the run goes on.
+    """
+
+    def __init__(self, datamodule: TrialDataModule, iterations: int):
+        self.datamodule, self.iterations = datamodule, iterations
 
     def __iter__(self):  # noqa: D105
         # A finite epoch: Lightning's prefetching then never collects a batch it would throw away.
-        for _, batch in zip(range(self.iterations), self.collector):
+        batches = iter(self.datamodule.collector)
+        done = 0
+        while done < self.iterations:
+            try:
+                batch = next(batches)
+            except EngineRestarted as err:
+                log.warning("%s; rebuilding the envs and collecting the batch again", err)
+                self.datamodule.rebuild()
+                batches = iter(self.datamodule.collector)
+                continue
+            done += 1
             yield batch
 
 
@@ -55,52 +74,73 @@ class TrialDataModule(LightningDataModule):
         """Steps of one collected row (a trial, padded for mazes, or ``trials_per_reset`` trials)."""
         return self.env.base_env.trial_steps * self.env_cfg["trials_per_reset"]
 
+    @property
+    def device(self) -> torch.device:
+        """Where envs, policy and batches live: the strategy's device (CPU without a trainer)."""
+        return self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
-        if self.env is not None:
-            return
+        if self.env is None:
+            self.env = self._make_env()
+
+    def _make_env(self):
         cfg = self.env_cfg
-        self.env = make_trial_env(
+        return make_trial_env(
             cfg["family"],
             cfg["num_envs"],
             cfg["episodes_per_trial"],
             trials_per_reset=cfg["trials_per_reset"],
             seed=self.seed,
             rank=self.trainer.global_rank if self.trainer else 0,
-            device=self.trainer.strategy.root_device if self.trainer else "cpu",
+            device=self.device,
             **env_kwargs(cfg),
         )
 
+    def _make_collector(self) -> None:
+        """The collector over ``self.env``, running the module's actor (random actions without a trainer)."""
+        module = self.trainer.lightning_module if self.trainer else None
+        for primer in module.agent.primers if module else []:
+            self.env.append_transform(primer.clone())
+        device = self.device
+        # Building the collector resets the env and runs the policy once; keep that off the
+        # random streams, so a resumed run continues them exactly where the checkpoint left them.
+        states = self.state_dict()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            self.collector = Collector(
+                self.env,
+                module.actor if module else None,
+                frames_per_batch=self.env_cfg["num_envs"] * self.trial_steps,
+                total_frames=-1,
+                reset_at_each_iter=True,
+                split_trajs=False,
+                device=device,
+                storing_device=device,
+                auto_register_policy_transforms=False,
+            )
+        self.load_state_dict(states)
+
+    def rebuild(self) -> None:
+        """New env and collector after an engine failure, continuing the same random streams."""
+        states = self.state_dict()
+        self.teardown()
+        self.env = self._make_env()
+        self.load_state_dict(states)
+        self._make_collector()
+
     def train_dataloader(self) -> DataLoader:
         """The collector is built here, once the module sits on its device, so it runs the module's own actor."""
-        module = self.trainer.lightning_module
         if self.collector is None:
-            for primer in module.agent.primers:
-                self.env.append_transform(primer.clone())
-            device = self.trainer.strategy.root_device
-            # Building the collector resets the env and runs the policy once; keep that off the
-            # random streams, so a resumed run continues them exactly where the checkpoint left them.
-            states = self.state_dict()
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                self.collector = Collector(
-                    self.env,
-                    module.actor,
-                    frames_per_batch=self.env_cfg["num_envs"] * self.trial_steps,
-                    total_frames=-1,
-                    reset_at_each_iter=True,
-                    split_trajs=False,
-                    device=device,
-                    storing_device=device,
-                    auto_register_policy_transforms=False,
-                )
-            self.load_state_dict(states)
+            self._make_collector()
         return DataLoader(
-            TrialBatches(self.collector, self.iterations_per_epoch), batch_size=None, num_workers=0, collate_fn=_as_is
+            TrialBatches(self, self.iterations_per_epoch), batch_size=None, num_workers=0, collate_fn=_as_is
         )
 
     def teardown(self, stage: str | None = None) -> None:  # noqa: D102
         if self.collector is not None:
-            self.collector.shutdown()
+            self.collector.shutdown(close_env=False, raise_on_error=False)
             self.collector = None
+        if self.env is not None:  # also after a failure, when the collector has dropped it already
+            self.env.close(raise_if_closed=False)
         self.env = None
 
     # Random streams of the envs, saved in checkpoints so a resumed run draws the same tasks.

@@ -156,3 +156,56 @@ def test_inner_episodes_keep_the_layout_and_a_new_trial_draws_a_new_one():
     assert [s[1] for s in seen[:6]] == [False, False, True, False, False, True]
     assert seen[6][0] != first  # the next trial plays another layout
     env.close()
+
+
+def engine_processes(ignore=()) -> list[int]:
+    """PIDs of this process's ViZDoom engines, less those in ``ignore`` (other tests' engines)."""
+    import glob
+    import os
+
+    kids = []
+    for f in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        kids += [int(x) for x in open(f).read().split()]
+    return [k for k in kids if open(f"/proc/{k}/comm").read().strip() == "vizdoom" and k not in ignore]
+
+
+@pytest.mark.maze
+def test_a_killed_engine_is_restarted_and_the_batch_collected_again():
+    pytest.importorskip("vizdoom")
+    import os
+    import signal
+
+    from rl2_lightning.datamodule import TrialBatches, TrialDataModule
+    from rl2_lightning.envs import make_trial_env
+    from rl2_lightning.envs.trial import EngineRestarted
+
+    others = set(engine_processes())
+    env = make_trial_env("maze", 1, 1, seed=0, size=5, horizon=4)
+    sim = env.base_env.simulator
+    before = engine_processes(others)
+    assert len(before) == 1
+    os.kill(before[0], signal.SIGKILL)
+    with pytest.raises(EngineRestarted):  # noticed at the next call into the engine
+        env.rand_step(env.reset())
+    after = engine_processes(others)
+    assert len(after) == 1 and after != before  # a new engine took its place
+    reward, _ = sim.step(torch.tensor([0]))
+    assert reward.item() < 0  # and it plays
+
+    env.close()
+
+    # Through the data module's dataset: the batch in flight is collected anew, nothing is lost.
+    from rl2_lightning.config import EnvConfig
+
+    cfg = {**EnvConfig(family="maze", size=5, horizon=4, num_envs=1, episodes_per_trial=1).__dict__}
+    dm = TrialDataModule(cfg, seed=0, iterations_per_epoch=2)
+    dm.setup()
+    dm._make_collector()
+    batches = iter(TrialBatches(dm, iterations=2))
+    assert next(batches)["valid"].any()
+    os.kill(engine_processes(others)[0], signal.SIGKILL)
+    second = next(batches)  # the first try dies with the engine; the retry on new envs succeeds
+    assert second.shape == (1, 4) and second["valid"].any()
+    assert len(engine_processes(others)) == 1  # the dead engine's env was closed, one engine remains
+    dm.teardown()
+    assert engine_processes(others) == []

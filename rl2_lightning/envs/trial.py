@@ -34,6 +34,13 @@ from torchrl.envs import EnvBase
 from rl2_lightning.envs.tasks import TaskSource, derive_seed
 
 
+class EngineRestarted(RuntimeError):
+    """A simulator's external engine died and was restarted: the trials in flight are lost.
+
+    Raised from :meth:`TaskSimulator.step`; the data module answers by collecting the batch anew.
+    """
+
+
 class TaskSimulator(abc.ABC):
     """Batched dynamics of one task family over ``num_envs`` parallel tasks.
 

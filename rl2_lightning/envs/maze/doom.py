@@ -21,7 +21,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from rl2_lightning.envs.maze.layout import check_pool, check_size, load_pool, setting_name
 from rl2_lightning.envs.maze.wad import ensure_wad, map_name
-from rl2_lightning.envs.trial import TaskSimulator
+from rl2_lightning.envs.trial import EngineRestarted, TaskSimulator
 
 HORIZONS = {5: 250, 9: 1000}
 LIVING_REWARD = -0.01  # per tic
@@ -30,10 +30,6 @@ BUMP_PENALTY = -0.001
 START_TICS = 10  # the engine ignores input for ~8 tics after a map load
 MIN_STEP = 1.0  # map units: a forward step that moves less than this hit a wall
 FORWARD, LEFT, RIGHT = 0, 1, 2
-
-
-class EngineRestarted(RuntimeError):
-    """A ``DoomGame`` died and was restarted; the trials in flight are lost and must be re-collected."""
 
 
 @contextlib.contextmanager
@@ -131,12 +127,20 @@ class MazeSimulator(TaskSimulator):
             game.init()
         return game
 
-    def _restart(self, i: int) -> None:
-        with contextlib.suppress(Exception):
-            self.games[i].close()
-        self.games[i] = self._start_game()
-        self._loaded[i] = -1
-        self._new_episode(i)
+    @contextlib.contextmanager
+    def _engine(self, i: int):
+        """Calls into game ``i``: if its engine died, start a new one and raise :class:`EngineRestarted`."""
+        import vizdoom as vzd
+
+        try:
+            yield
+        except (vzd.ViZDoomUnexpectedExitException, vzd.ViZDoomErrorException, vzd.ViZDoomIsNotRunningException) as err:
+            with contextlib.suppress(Exception):
+                self.games[i].close()
+            self.games[i] = self._start_game()
+            self._loaded[i] = -1
+            self._new_episode(i)
+            raise EngineRestarted(f"maze engine {i} died and was restarted ({err})") from err
 
     def _read(self, i: int) -> None:
         """Cache the observation and position of game ``i`` (after a step or a new episode)."""
@@ -174,11 +178,10 @@ class MazeSimulator(TaskSimulator):
 
     def reset_episodes(self, mask: torch.Tensor) -> None:  # noqa: D102
         for i in mask.nonzero().flatten().tolist():
-            self._new_episode(i)
+            with self._engine(i):
+                self._new_episode(i)
 
     def step(self, action: torch.Tensor, active: torch.Tensor | None = None):  # noqa: D102
-        import vizdoom as vzd
-
         reward = np.zeros(self.num_envs, dtype=np.float32)
         ended = np.zeros(self.num_envs, dtype=bool)
         acts = action.cpu().numpy()
@@ -187,12 +190,9 @@ class MazeSimulator(TaskSimulator):
         for i in todo:
             game, a = self.games[i], int(acts[i])
             before = self._pos[i, :2].copy()
-            try:
+            with self._engine(i):
                 reward[i] = game.make_action(buttons[a], self.frame_skip)
                 finished = game.is_episode_finished()
-            except vzd.ViZDoomUnexpectedExitException as err:
-                self._restart(i)
-                raise EngineRestarted(f"maze engine {i} died and was restarted ({err})") from err
             self.t[i] += 1
             if finished:  # reached the goal: the engine paid the exit reward
                 ended[i] = True
