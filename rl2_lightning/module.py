@@ -18,6 +18,7 @@ from torchrl.modules import set_recurrent_mode
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
+from rl2_lightning.config import env_kwargs
 from rl2_lightning.envs import make_simulator
 from rl2_lightning.models import make_agent
 from rl2_lightning.ppo import explained_variance, minibatch_indices, next_trial_values, returns_per_episode
@@ -38,8 +39,6 @@ class RL2Module(LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.env_cfg, self.algo = dict(env), dict(algo)
-        from rl2_lightning.config import env_kwargs
-
         spec_env = _spec_env(self.env_cfg["family"], env_kwargs(self.env_cfg))
         self.agent = make_agent(spec_env, **model)
         self.actor, self.critic = self.agent.actor, self.agent.critic
@@ -70,9 +69,12 @@ class RL2Module(LightningModule):
         actor_params = list(self.actor.parameters())
         seen = {id(p) for p in actor_params}
         critic_params = [p for p in self.critic.parameters() if id(p) not in seen]
-        groups = [{"params": actor_params, "lr": self.algo["actor_lr"]}]
-        if critic_params:  # empty with a shared trunk and... never: the value head is critic-only
-            groups.append({"params": critic_params, "lr": self.algo["critic_lr"]})
+        # With a shared trunk the encoder and GRU learn at the actor's rate; the value head (and
+        # otherwise the critic's own encoder and GRU) at the critic's.
+        groups = [
+            {"params": actor_params, "lr": self.algo["actor_lr"]},
+            {"params": critic_params, "lr": self.algo["critic_lr"]},
+        ]
         optimizer = torch.optim.Adam(groups, eps=1e-5)
         if self.algo["lr_schedule"] == "linear":
             total = max(1, self.hparams.max_epochs)
