@@ -121,6 +121,17 @@ def beta_quantile_table(max_pulls: int, x_points: int = 2049) -> torch.Tensor:
     return torch.cat(rows)
 
 
+def _quantile_lookup(row_offset: torch.Tensor, logit: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Interpolate the quantile tables: ``row_offset`` = state row × levels, ``logit`` = logit of the level."""
+    z = QUANTILE_LOGITS
+    pos = ((logit - z[0].item()) / (z[1] - z[0]).item()).clamp(0, len(z) - 1 - 1e-6)
+    j = pos.floor()
+    w = (pos - j).to(table.dtype)
+    flat = row_offset + j.long()
+    lo, hi = table.view(-1)[flat], table.view(-1)[flat + 1]
+    return lo + w * (hi - lo)
+
+
 def sample_max_beta(
     successes: torch.Tensor, failures: torch.Tensor, num_samples: torch.Tensor, table: torch.Tensor
 ) -> torch.Tensor:
@@ -130,13 +141,8 @@ def sample_max_beta(
     """
     log_q = torch.log(torch.rand_like(successes, dtype=torch.float64).clamp_min(1e-300)) / num_samples
     logit = log_q - torch.log(-torch.expm1(log_q))
-    z = QUANTILE_LOGITS
-    pos = ((logit - z[0]) / (z[1] - z[0])).clamp(0, len(z) - 1 - 1e-9)
-    j = pos.floor().long()
-    w = (pos - j).to(table.dtype)
-    flat = _state_index(successes.long(), failures.long()) * table.shape[1] + j
-    lo, hi = table.view(-1)[flat], table.view(-1)[flat + 1]
-    return lo + w * (hi - lo)
+    row_offset = _state_index(successes.long(), failures.long()) * table.shape[1]
+    return _quantile_lookup(row_offset, logit, table)
 
 
 class OptimisticThompsonSampling(BanditBaseline):
@@ -162,14 +168,14 @@ class OptimisticThompsonSampling(BanditBaseline):
         if self.rule == "max":
             return argmax_random_ties(sample_max_beta(self.successes, self.failures, n, self.table))
         s, f = self.successes, self.failures
-        one = torch.ones((), dtype=torch.float64)
+        row_offset = _state_index(s.long(), f.long()) * self.table.shape[1]
         best_score = torch.full((self.batch_size,), -torch.inf, dtype=torch.float64)
         best = torch.zeros_like(s)
         rows = torch.arange(self.batch_size)
         chunk = max(1, 2_000_000 // s.numel())  # draws per pass, to bound memory
         for start in range(0, int(n.max()), chunk):
             m = min(chunk, int(n.max()) - start)
-            theta = sample_max_beta(s.expand(m, *s.shape), f.expand(m, *f.shape), one, self.table)
+            theta = _quantile_lookup(row_offset, torch.logit(torch.rand(m, *s.shape)), self.table)  # one draw each
             t = theta.clamp(1e-7, 1 - 1e-7)
             # log posterior density up to a per-arm constant: (a - 1) log x + (b - 1) log(1 - x)
             score = (s * t.log() + f * torch.log1p(-t)).sum(-1).double()  # [m, B]
