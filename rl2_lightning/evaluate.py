@@ -4,8 +4,9 @@ Prints the paper-style table (mean total reward over the trial with its 95% inte
 beside ours, the best method marked) and writes ``<setting>.md``, ``<setting>.csv`` and ``<setting>.png``
 (mean reward per episode index of every method) to ``--out``.
 
+    python -m rl2_lightning.evaluate conf=bandit_k5_n10 ckpt=runs/bandit_k5_n10/<run>/checkpoints/last.ckpt
+    python -m rl2_lightning.evaluate conf=tabular_n25                       # baselines only
     python -m rl2_lightning.evaluate --family bandit --num-arms 5 --episodes 10 [--out DIR]
-    python -m rl2_lightning.evaluate --family tabular --episodes 25
 
 Baselines use the hyperparameters tuned on the tuning set (``conf/baselines/<setting>.yaml``). Tabular
 baselines run with both reward priors: TabulaRL's (``paper``, as the paper ran them) and the true one
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -104,6 +106,7 @@ def evaluate(
     baselines: bool = True,
     seed: int = 0,
     verbose: bool = True,
+    primers: list | None = None,
 ) -> list[dict]:
     """Score every baseline and the extra ``policies`` on the setting's held-out tasks.
 
@@ -115,6 +118,8 @@ def evaluate(
         out_dir: where to write ``<setting>.md``, ``.csv`` and ``.png``; nothing is written when ``None``.
         baselines: include the classical baselines.
         seed: seeds the policies' randomness (the env's dynamics are seeded by the held-out set).
+        primers: env transforms the extra policies need (a GRU policy's recurrent-state primers, without
+            which its hidden state would not be carried from step to step).
 
     Returns:
         one row per method: ``key``, ``method``, ``mean``, ``ci95``, ``paper``, ``vs_paper`` (``within``,
@@ -124,6 +129,8 @@ def evaluate(
     kw = dict(setting_kwargs)
     family = kw.pop("family")
     env = make_trial_env(family, 1000, episodes_per_trial, task_set="heldout", **kw)
+    for primer in primers or []:
+        env.append_transform(primer.clone())
     trial_steps = env.base_env.trial_steps
     todo = dict(baseline_policies(setting_kwargs, episodes_per_trial)) if baselines else {}
     todo.update(policies or {})
@@ -224,8 +231,57 @@ def write_outputs(rows: list[dict], setting: str, out_dir: Path) -> None:
     plt.close(fig)
 
 
+def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
+    """``conf=<preset> [ckpt=<file>] [out=<dir>] [key=value ...]``: RL² (if ``ckpt``) and the baselines.
+
+    The preset names the setting (family, sizes, trial length); a checkpoint must have been trained on
+    that same setting. Outputs go to ``out`` (default: ``<run>/evaluate`` beside the checkpoint's run,
+    or ``outputs/evaluate``).
+    """
+    from hydra import compose, initialize_config_dir
+
+    from rl2_lightning.config import env_kwargs, register_configs, validate
+
+    args = dict(a.split("=", 1) for a in overrides if a.split("=", 1)[0] in ("ckpt", "out"))
+    rest = [a for a in overrides if a.split("=", 1)[0] not in ("ckpt", "out")]
+    register_configs()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=rest)
+    validate(cfg)
+    setting_kwargs = {"family": cfg.env.family, **env_kwargs(cfg.env)}
+    n = cfg.env.episodes_per_trial
+    policies, primers, out = {}, [], args.get("out")
+    if "ckpt" in args:
+        module = load_rl2(Path(args["ckpt"]), {**setting_kwargs, "episodes_per_trial": n})
+        policies["rl2"], primers = module.actor, module.agent.primers
+        ckpt = Path(args["ckpt"])
+        if out is None and ckpt.parent.name == "checkpoints":
+            out = str(ckpt.parent.parent / "evaluate")
+    return evaluate(setting_kwargs, n, policies, out or "outputs/evaluate", primers=primers, seed=cfg.seed)
+
+
+def load_rl2(ckpt: Path, setting: dict):
+    """The RL² module of a checkpoint, checked to be trained on ``setting`` (one-line errors otherwise)."""
+    from rl2_lightning.module import RL2Module
+
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt={str(ckpt)!r}: no such checkpoint file")
+    try:
+        module = RL2Module.load_from_checkpoint(ckpt, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
+        raise ValueError(f"ckpt={str(ckpt)!r} is not a readable RL² checkpoint ({type(err).__name__})") from None
+    trained = module.env_cfg
+    for key, value in setting.items():
+        if trained.get(key) != value:
+            raise ValueError(f"ckpt={str(ckpt)!r} was trained with env.{key}={trained.get(key)!r}, not {value!r}")
+    return module.eval()
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    """CLI (baselines only; the training app adds RL² checkpoints through :func:`evaluate`)."""
+    """CLI: ``conf=<preset> [ckpt=...]`` (RL² and baselines), or ``--family ...`` (baselines only)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any("=" in a and not a.startswith("-") for a in argv):
+        return evaluate_checkpoint(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", required=True, choices=["bandit", "tabular", "riverswim"])
     parser.add_argument("--num-arms", type=int, default=5, help="bandit arms k")
