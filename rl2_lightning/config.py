@@ -190,4 +190,4 @@ def validate(cfg: DictConfig) -> None:
 def env_kwargs(env: EnvConfig | DictConfig) -> dict[str, Any]:
     """Family-specific constructor arguments of the env config (the ones that are set)."""
     keys = ("num_arms", "num_states", "num_actions", "episode_steps", "size", "horizon")
-    return {k: env[k] for k in keys if env[k] is not None}
+    return {k: env.get(k) for k in keys if env.get(k) is not None}  # older checkpoints lack some keys
