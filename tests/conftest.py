@@ -29,3 +29,13 @@ def play():
     """:func:`play_actions` as a fixture."""
     return play_actions
 
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of many small tensor ops: two threads spin-wait against each
+    other when another process shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

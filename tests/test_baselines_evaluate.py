@@ -8,13 +8,7 @@ import torch
 from rl2_lightning.baselines.common import RandomPolicy
 from rl2_lightning.evaluate import PAPER_RESULTS, baseline_policies, evaluate, main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_random_policy_scores_half_of_n(tmp_path):

@@ -9,14 +9,7 @@ from rl2_lightning.baselines.planning import extended_value_iteration, optimisti
 from rl2_lightning.envs import make_trial_env
 from rl2_lightning.metatest import episode_returns, play_trials
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread avoids sync stalls when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _two_state_mdp():
