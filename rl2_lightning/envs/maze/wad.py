@@ -43,6 +43,20 @@ def map_to_block(x: float, y: float, rows: int) -> tuple[float, float]:
     return rows - y / BLOCK, x / BLOCK
 
 
+def _runs(kind: np.ndarray):
+    """Maximal runs of equal non-zero entries of a 1-D array: ``(start, stop, value)``."""
+    i = 0
+    while i < len(kind):
+        if not kind[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(kind) and kind[j] == kind[i]:
+            j += 1
+        yield i, j, kind[i]
+        i = j
+
+
 def _edges(grid: np.ndarray):
     """Maximal runs of open/solid block edges: ``(v1, v2, goal)`` in block-corner coordinates.
 
@@ -57,14 +71,7 @@ def _edges(grid: np.ndarray):
         north, south = solid[r - 1], solid[r]
         for facing_south in (True, False):  # floor south of a solid block, or north of one
             kind = np.where(north & ~south, grid[r - 1], 0) if facing_south else np.where(south & ~north, grid[r], 0)
-            c = 0
-            while c < cols:
-                if not kind[c]:
-                    c += 1
-                    continue
-                c0, k = c, kind[c]
-                while c < cols and kind[c] == k:
-                    c += 1
+            for c0, c, k in _runs(kind):
                 # Floor south: walk east (lattice col increasing); floor north: walk west.
                 a, b = ((r, c0), (r, c)) if facing_south else ((r, c), (r, c0))
                 runs.append((a, b, k == GOAL))
@@ -73,14 +80,7 @@ def _edges(grid: np.ndarray):
         west, east = solid[:, c - 1], solid[:, c]
         for facing_east in (True, False):
             kind = np.where(west & ~east, grid[:, c - 1], 0) if facing_east else np.where(east & ~west, grid[:, c], 0)
-            r = 0
-            while r < rows:
-                if not kind[r]:
-                    r += 1
-                    continue
-                r0, k = r, kind[r]
-                while r < rows and kind[r] == k:
-                    r += 1
+            for r0, r, k in _runs(kind):
                 # Floor east: walk north (lattice row decreasing); floor west: walk south.
                 a, b = ((r, c), (r0, c)) if facing_east else ((r0, c), (r, c))
                 runs.append((a, b, k == GOAL))
