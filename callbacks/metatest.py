@@ -108,6 +108,8 @@ class MetaTestCallback(Callback):
     @torch.no_grad()
     def evaluate_baselines(self, pl_module: LightningModule) -> dict[str, torch.Tensor]:
         """Mean return per episode index of every classical baseline on the same tasks (cached)."""
+        if self.env is None:
+            self._build(pl_module)
         if self.baseline_curves is None:
             self.baseline_curves = {}
             cfg = pl_module.env_cfg
@@ -115,7 +117,7 @@ class MetaTestCallback(Callback):
                 from rl2_lightning.evaluate import baseline_policies
 
                 setting = {"family": cfg["family"], **env_kwargs(cfg)}
-                for key, make in baseline_policies(setting, cfg["episodes_per_trial"]).items():
+                for key, make in baseline_policies(setting, self.episodes_per_trial).items():
                     self.baseline_curves[key] = self._play(pl_module, make()).double().mean(0).cpu()
         return self.baseline_curves
 

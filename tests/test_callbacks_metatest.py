@@ -77,3 +77,12 @@ def test_baselines_are_overlaid_once_per_run_on_the_same_tasks():
     fig = callback.figure(callback.evaluate(module), curves)
     labels = [line.get_label() for line in fig.axes[0].lines]
     assert "RL²" in labels and "Gittins" in labels
+
+
+def test_longer_meta_test_trials_for_extrapolation():
+    module = uniform_policy_module("bandit_k5_n10")
+    callback = MetaTestCallback(num_tasks=100, batch_size=40, episodes_per_trial=15)
+    returns = callback.evaluate(module)
+    assert returns.shape == (100, 15)  # 3 batches of 40, 40, 20 tasks
+    curves = callback.evaluate_baselines(module)
+    assert curves["gittins"].shape == (15,)
