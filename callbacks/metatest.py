@@ -5,6 +5,9 @@ Every ``every_n_epochs`` epochs, rank 0 plays one trial with the frozen actor on
 ``meta_test/trial_return`` with its 95% confidence interval, ``meta_test/return_ep{k}``, a figure of
 return per episode index within the trial (the curve that shows the agent learning inside a trial),
 and appends the same numbers to ``metatest.csv`` in the run directory. Other ranks do no work.
+For mazes it also logs the paper's Table 3 columns per episode index: ``success_ep{k}``,
+``length_ep{k}`` (mean length of the successful episodes, ``length_se_ep{k}`` its standard error) and
+``improved`` (share of trials whose second episode is no longer than the first).
 
 With ``baselines=True`` (bandits and tabular MDPs) the classical baselines of the paper play the same
 tasks once per run, at the first evaluation; their per-episode curves are drawn in the same figure and
@@ -19,11 +22,12 @@ from pathlib import Path
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType
 
 from rl2_lightning.config import env_kwargs
 from rl2_lightning.envs import FixedTasks, make_trial_env
-from rl2_lightning.metatest import episode_returns, play_trials, summarize
+from rl2_lightning.metatest import episode_returns, navigation_metrics, play_trials, summarize
 
 EXPLORATION = {"random": ExplorationType.RANDOM, "mode": ExplorationType.DETERMINISTIC}
 
@@ -66,6 +70,8 @@ class MetaTestCallback(Callback):
         self.env = None
         self.tasks = None
         self.last: dict[str, float] | None = None
+        #: the latest evaluation's per-step episode index, validity and reward (for maze metrics)
+        self.steps: TensorDictBase | None = None
         #: per-episode mean returns of each baseline on the same tasks (computed once per run)
         self.baseline_curves: dict[str, torch.Tensor] | None = None
 
@@ -96,13 +102,15 @@ class MetaTestCallback(Callback):
         base = self.env.base_env
         base.task_source = FixedTasks(self.tasks)  # the same tasks, in the same order, every time
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        returns = []
+        returns, steps = [], []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
             base.simulator.seed(self.seed)
             for _ in range(-(-self.num_tasks // self.batch_size)):  # batches of trials, in task order
                 rollout = play_trials(self.env, policy, base.trial_steps, self.exploration)
                 returns.append(episode_returns(rollout, self.episodes_per_trial))
+                steps.append(rollout.select("episode_index", "valid", ("next", "reward")))
+        self.steps = torch.cat(steps)[: self.num_tasks]
         return torch.cat(returns)[: self.num_tasks]
 
     @torch.no_grad()
@@ -130,6 +138,8 @@ class MetaTestCallback(Callback):
         returns = self.evaluate(pl_module)
         curves = self.evaluate_baselines(pl_module)
         summary = summarize(returns)
+        if pl_module.env_cfg["family"] == "maze":  # Table 3's columns: success, lengths, %improved
+            summary.update(navigation_metrics(self.steps, self.episodes_per_trial))
         self.last = summary
         frames = int(pl_module.frames)
         metrics = {f"meta_test/{k}": v for k, v in summary.items()}

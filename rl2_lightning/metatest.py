@@ -63,3 +63,39 @@ def summarize(returns: torch.Tensor) -> dict[str, float]:
     per_episode = returns.double().mean(0)
     out.update({f"return_ep{k}": v.item() for k, v in enumerate(per_episode)})
     return out
+
+
+#: Paper Table 3 (Duan et al. 2016), per episode of a trial: (mean length of successful trajectories,
+#: its standard error, success rate) for small (5x5) and large (9x9) mazes, and %improved.
+PAPER_TABLE3 = {
+    5: {"length": [52.4, 39.1, 42.6, 43.5, 43.9], "length_se": [1.3, 0.9, 1.0, 1.1, 1.1],
+        "success": [0.993, 0.996, 0.997, 0.994, 0.996], "improved": 0.917},
+    9: {"length": [180.1, 151.8, 169.3, 162.3, 169.3], "length_se": [6.0, 5.9, 6.3, 6.4, 6.5],
+        "success": [0.971, 0.967, 0.958, 0.956, 0.961], "improved": 0.714},
+}
+
+
+def navigation_metrics(rollout: TensorDictBase, episodes_per_trial: int) -> dict[str, float]:
+    """Table 3's columns from maze trials: per episode index, success rate and mean length (with its
+    standard error) of the successful episodes; and %improved, the share of trials whose second
+    episode is no longer than the first (a failed episode counts with the length it ran).
+
+    An episode succeeded when one of its steps paid the goal reward (+1, the only positive reward).
+    """
+    index = rollout["episode_index"].squeeze(-1)
+    valid = rollout["valid"].squeeze(-1) if "valid" in rollout.keys() else torch.ones_like(index, dtype=torch.bool)
+    reward = rollout["next", "reward"].squeeze(-1)
+    out: dict[str, float] = {}
+    lengths = []
+    for k in range(episodes_per_trial):
+        mine = (index == k) & valid
+        length = mine.sum(-1).double()
+        success = ((reward > 0.5) & mine).any(-1)
+        lengths.append(length)
+        out[f"success_ep{k}"] = success.double().mean().item()
+        ok = length[success]
+        out[f"length_ep{k}"] = ok.mean().item() if len(ok) else float("nan")
+        out[f"length_se_ep{k}"] = (ok.std() / len(ok) ** 0.5).item() if len(ok) > 1 else float("nan")
+    if episodes_per_trial >= 2:
+        out["improved"] = (lengths[1] <= lengths[0]).double().mean().item()
+    return out

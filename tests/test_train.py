@@ -147,3 +147,6 @@ def test_tiny_maze_run_trains_end_to_end(tmp_path):
     # real (unpadded) frames only: at most epochs x iterations x envs x 2 episodes x 6 steps
     assert 0 < int(module.frames) <= 2 * 2 * 2 * 2 * 6
     assert "return_ep2" in out["metatest"]  # meta-test trials of 3 episodes (extrapolation)
+    assert {"success_ep0", "length_ep2", "improved"} <= set(out["metatest"])  # Table 3's columns
+    assert 0 <= out["metatest"]["success_ep0"] <= 1
+

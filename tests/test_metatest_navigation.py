@@ -1,0 +1,54 @@
+"""Navigation metrics of maze trials (rl2_lightning/metatest.py), on hand-made rollouts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from rl2_lightning.metatest import navigation_metrics
+
+
+def rollout(episodes: list[list[tuple[int, bool]]], steps: int) -> TensorDict:
+    """Trials given as per-episode (length, success) lists, padded to ``steps``."""
+    rows = []
+    for trial in episodes:
+        index, reward, valid = [], [], []
+        for k, (length, success) in enumerate(trial):
+            index += [k] * length
+            reward += [-0.04] * (length - 1) + [0.96 if success else -0.04]
+        valid = [True] * len(index) + [False] * (steps - len(index))
+        index += [len(trial)] * (steps - len(index))
+        reward += [0.0] * (steps - len(reward))
+        rows.append((index, reward, valid))
+    t = lambda i, dtype: torch.tensor([r[i] for r in rows], dtype=dtype).unsqueeze(-1)  # noqa: E731
+    return TensorDict(
+        {"episode_index": t(0, torch.long), "valid": t(2, torch.bool), "next": {"reward": t(1, torch.float32)}},
+        batch_size=[len(rows), steps],
+    )
+
+
+def test_success_lengths_and_improvement_by_hand():
+    data = rollout(
+        [
+            [(10, True), (6, True)],  # improved
+            [(20, True), (20, True)],  # equal counts as improved
+            [(5, True), (8, True)],  # worse
+            [(30, False), (12, True)],  # first failed (ran its 30-step horizon), second succeeded
+        ],
+        steps=60,
+    )
+    m = navigation_metrics(data, 2)
+    assert m["success_ep0"] == pytest.approx(0.75) and m["success_ep1"] == pytest.approx(1.0)
+    assert m["length_ep0"] == pytest.approx((10 + 20 + 5) / 3)
+    assert m["length_ep1"] == pytest.approx((6 + 20 + 8 + 12) / 4)
+    se1 = torch.tensor([6.0, 20, 8, 12]).std().item() / 2
+    assert m["length_se_ep1"] == pytest.approx(se1)
+    assert m["improved"] == pytest.approx(3 / 4)
+
+
+def test_no_success_gives_nan_lengths():
+    m = navigation_metrics(rollout([[(5, False), (5, False)]], steps=10), 2)
+    assert m["success_ep0"] == 0 and math.isnan(m["length_ep0"])
