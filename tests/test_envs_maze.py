@@ -209,3 +209,14 @@ def test_a_killed_engine_is_restarted_and_the_batch_collected_again():
     assert len(engine_processes(others)) == 1  # the dead engine's env was closed, one engine remains
     dm.teardown()
     assert engine_processes(others) == []
+
+
+def test_downsample_is_the_4x4_block_mean_scaled_to_unit_range():
+    from rl2_lightning.envs.maze.doom import downsample
+
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    expected = frame.reshape(30, 4, 40, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1) / 127.5 - 1
+    out = downsample(frame)
+    assert out.shape == (3, 30, 40) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert downsample(np.zeros_like(frame)).min() == -1 and downsample(np.full_like(frame, 255)).max() == 1

@@ -1,0 +1,112 @@
+"""Maze stepping rate: raw ``DoomGame`` against the maze simulator and the trial env, in one run.
+
+    python benchmarks/maze_throughput.py [--size 5] [--seconds 5] [--envs 1 2]
+
+Raw: one ``DoomGame`` on a maze map, ``make_action`` with frame skip 4 and the screen read every step,
+random actions, ``new_episode`` when an episode ends. Simulator: ``MazeSimulator.step`` (adds the 40x30
+downsampling, position bookkeeping and bump detection). Trial env: TorchRL ``TrialEnv`` with
+``InitTracker`` through ``step_and_maybe_reset``, as a collector steps it. Rates are agent steps per
+second of all envs together; "vs raw" divides by the raw rate times the number of envs (one process
+steps its games one after the other, so it cannot beat that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rl2_lightning.envs import make_trial_env  # noqa: E402
+from rl2_lightning.envs.maze.doom import MazeSimulator  # noqa: E402
+
+
+def timed(step, seconds: float) -> float:
+    """Calls of ``step`` per second over about ``seconds`` (after a short warm-up)."""
+    for _ in range(20):
+        step()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def raw_rate(size: int, seconds: float) -> float:
+    sim = MazeSimulator(1, size=size)
+    game = sim.games[0]
+    game.set_doom_map("MAP01")
+    game.new_episode()
+    actions = [[True, False, False], [False, True, False], [False, False, True]]
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        game.make_action(actions[int(torch.randint(3, (1,), generator=gen))], 4)
+        if game.is_episode_finished():
+            game.new_episode()
+        else:
+            game.get_state().screen_buffer  # noqa: B018 - reading the frame is part of a step
+
+    rate = timed(step, seconds)
+    sim.close()
+    return rate
+
+
+def simulator_rate(size: int, envs: int, seconds: float) -> float:
+    sim = MazeSimulator(envs, size=size)
+    everyone = torch.ones(envs, dtype=torch.bool)
+    sim.set_tasks(sim.task_set()[:envs], everyone)
+    sim.reset_episodes(everyone)
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        _, ended = sim.step(torch.randint(3, (envs,), generator=gen))
+        if ended.any():
+            sim.reset_episodes(ended)
+        sim.observation()
+
+    rate = timed(step, seconds) * envs
+    sim.close()
+    return rate
+
+
+def trial_env_rate(size: int, envs: int, seconds: float) -> float:
+    env = make_trial_env("maze", envs, 2, size=size)
+    td = env.reset()
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        nonlocal td
+        td.set("action", torch.randint(3, (envs,), generator=gen))
+        _, td = env.step_and_maybe_reset(td)
+
+    rate = timed(step, seconds) * envs
+    env.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=5, choices=[5, 9])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--envs", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    raw = raw_rate(args.size, args.seconds)
+    print(f"maze {args.size}x{args.size}, frame skip 4, agent steps/s, one process\n")
+    print("| stepping | envs | steps/s | vs raw |")
+    print("|---|---:|---:|---:|")
+    print(f"| raw DoomGame | 1 | {raw:,.0f} | 100% |")
+    for envs in args.envs:
+        sim = simulator_rate(args.size, envs, args.seconds)
+        print(f"| MazeSimulator | {envs} | {sim:,.0f} | {sim / raw:.0%} |")
+        trial = trial_env_rate(args.size, envs, args.seconds)
+        print(f"| TrialEnv + InitTracker | {envs} | {trial:,.0f} | {trial / raw:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
