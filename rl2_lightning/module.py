@@ -62,7 +62,7 @@ class RL2Module(LightningModule):
         # Environment frames seen by all ranks together: the x-axis of every curve. A buffer, so it
         # is saved in checkpoints and restored on resume.
         self.register_buffer("frames", torch.zeros((), dtype=torch.long))
-        self._last_time = None
+        self._last_time = time.perf_counter()
 
     # ------------------------------------------------------------------ optimisation set-up
     def configure_optimizers(self):  # noqa: D102
@@ -169,7 +169,7 @@ class RL2Module(LightningModule):
         self.frames += new_frames
 
         now = time.perf_counter()
-        fps = (new_frames / (now - self._last_time)) if self._last_time else float("nan")
+        fps = new_frames / (now - self._last_time)  # collection + update of this iteration
         self._last_time = now
         names = ["train/trial_return", *[f"train/return_ep{k}" for k in range(n)], "train/explained_variance"]
         names += ["loss/objective", "loss/critic", "loss/entropy", "train/entropy", "train/approx_kl"]
@@ -186,6 +186,10 @@ class RL2Module(LightningModule):
             prog_bar=True,
             logger=False,
         )
+
+    def on_train_epoch_start(self) -> None:
+        """Start the fps clock here, so that an epoch's first iteration does not count the meta-test."""
+        self._last_time = time.perf_counter()
 
     def on_train_epoch_end(self) -> None:  # noqa: D102
         scheduler = self.lr_schedulers()

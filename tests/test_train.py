@@ -150,3 +150,16 @@ def test_tiny_maze_run_trains_end_to_end(tmp_path):
     assert {"success_ep0", "length_ep2", "improved"} <= set(out["metatest"])  # Table 3's columns
     assert 0 <= out["metatest"]["success_ep0"] <= 1
 
+
+
+def test_fps_and_frames_are_logged_against_frames(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = train(compose_cfg([f"runs_dir={tmp_path}", "logger=true", "metatest.num_tasks=20"]))
+    events = EventAccumulator(str(Path(out["run_dir"]) / "tb"))
+    events.Reload()
+    fps = events.Scalars("time/fps")
+    assert len(fps) == 4 and all(e.value > 0 for e in fps)  # every iteration, none NaN
+    assert [e.step for e in fps] == [80 * k for k in range(1, 5)]  # x-axis: environment frames
+    assert [e.step for e in events.Scalars("meta_test/trial_return")] == [160, 320]
+    assert "meta_test/return_per_episode" in events.Tags()["images"]
