@@ -31,6 +31,8 @@ class EnvConfig:
     #: mazes: cells per side (5 or 9) and steps per episode (default 250 / 1000)
     size: Optional[int] = None
     horizon: Optional[int] = None
+    #: mazes: env processes per device (TorchRL ParallelEnv), each stepping num_envs / workers games
+    workers: int = 1
 
 
 @dataclass
@@ -180,6 +182,12 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value!r} is not allowed; it must be in [0, 1]")
     if cfg.algo.entropy_coeff < 0 or cfg.algo.critic_coeff < 0:
         raise ValueError("algo.entropy_coeff and algo.critic_coeff must be >= 0")
+    if cfg.env.workers < 1 or cfg.env.num_envs % cfg.env.workers:
+        raise ValueError(
+            f"env.workers={cfg.env.workers} is not allowed; it must be >= 1 and divide env.num_envs={cfg.env.num_envs}"
+        )
+    if cfg.env.workers > 1 and cfg.env.family != "maze":
+        raise ValueError("env.workers > 1 is only for env.family=maze (the other families are batched tensor code)")
     if cfg.algo.minibatches > cfg.env.num_envs:
         raise ValueError(
             f"algo.minibatches={cfg.algo.minibatches} is not allowed; it must be <= env.num_envs={cfg.env.num_envs} "

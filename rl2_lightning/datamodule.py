@@ -7,6 +7,7 @@ row starts at a reset and ends at a trial end, so no hidden state crosses batche
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.collectors import Collector
+from torchrl.envs import InitTracker, ParallelEnv, TransformedEnv
 
 from rl2_lightning.config import env_kwargs
 from rl2_lightning.envs import make_trial_env
@@ -51,7 +53,7 @@ class TrialBatches(IterableDataset):
                 batches = iter(self.datamodule.collector)
                 continue
             done += 1
-            yield batch
+            yield batch.reshape(-1, batch.shape[-1])  # [workers, envs, T] -> [trials, T]
 
 
 class TrialDataModule(LightningDataModule):
@@ -72,7 +74,12 @@ class TrialDataModule(LightningDataModule):
     @property
     def trial_steps(self) -> int:
         """Steps of one collected row (a trial, padded for mazes, or ``trials_per_reset`` trials)."""
-        return self.env.base_env.trial_steps * self.env_cfg["trials_per_reset"]
+        base = self.env.base_env
+        if isinstance(base, ParallelEnv):  # the trial envs live in the workers: ask the config
+            from rl2_lightning.envs.maze.doom import HORIZONS
+
+            return self.env_cfg["episodes_per_trial"] * (self.env_cfg["horizon"] or HORIZONS[self.env_cfg["size"]])
+        return base.trial_steps * self.env_cfg["trials_per_reset"]
 
     @property
     def device(self) -> torch.device:
@@ -85,16 +92,22 @@ class TrialDataModule(LightningDataModule):
 
     def _make_env(self):
         cfg = self.env_cfg
-        return make_trial_env(
+        workers = cfg.get("workers", 1)
+        make = functools.partial(
+            make_trial_env,
             cfg["family"],
-            cfg["num_envs"],
+            cfg["num_envs"] // workers,
             cfg["episodes_per_trial"],
             trials_per_reset=cfg["trials_per_reset"],
             seed=self.seed,
             rank=self.trainer.global_rank if self.trainer else 0,
-            device=self.device,
             **env_kwargs(cfg),
         )
+        if workers == 1:
+            return make(device=self.device)
+        # Maze engines in several processes; each worker's task stream is seeded by its index.
+        makers = [functools.partial(make, worker=w, device="cpu", init_tracker=False) for w in range(workers)]
+        return TransformedEnv(ParallelEnv(workers, makers, device=self.device), InitTracker())
 
     def _make_collector(self) -> None:
         """The collector over ``self.env``, running the module's actor (random actions without a trainer)."""
@@ -143,9 +156,10 @@ class TrialDataModule(LightningDataModule):
             self.env.close(raise_if_closed=False)
         self.env = None
 
-    # Random streams of the envs, saved in checkpoints so a resumed run draws the same tasks.
+    # Random streams of the envs, saved in checkpoints so a resumed run draws the same tasks (not
+    # available from ParallelEnv workers: a resumed multi-worker maze run draws new tasks).
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
-        if self.env is None:
+        if self.env is None or isinstance(self.env.base_env, ParallelEnv):
             return {}
         base = self.env.base_env
         return {
@@ -154,7 +168,7 @@ class TrialDataModule(LightningDataModule):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
-        if not state_dict or self.env is None:
+        if not state_dict or self.env is None or isinstance(self.env.base_env, ParallelEnv):
             return
         base = self.env.base_env
         base.simulator.generator.set_state(state_dict["simulator_rng"])

@@ -163,3 +163,36 @@ def test_fps_and_frames_are_logged_against_frames(tmp_path):
     assert [e.step for e in fps] == [80 * k for k in range(1, 5)]  # x-axis: environment frames
     assert [e.step for e in events.Scalars("meta_test/trial_return")] == [160, 320]
     assert "meta_test/return_per_episode" in events.Tags()["images"]
+
+
+@pytest.mark.maze
+def test_maze_run_with_two_env_worker_processes(tmp_path):
+    pytest.importorskip("vizdoom")
+    cfg = compose_cfg(
+        [
+            "conf=maze_5x5",
+            f"runs_dir={tmp_path}",
+            "env.num_envs=2",
+            "env.workers=2",
+            "env.horizon=6",
+            "metatest.num_tasks=2",
+            "metatest.batch_size=2",
+            "trainer.max_epochs=1",
+        ]
+    )
+
+    class Keep(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.batch = batch
+
+    keep = Keep()
+    out = train(cfg, extra_callbacks=[keep])
+    # one epoch of 2 iterations x 2 trials (one per worker) of 2 episodes of at most 6 steps
+    assert 0 < int(out["module"].frames) <= 2 * 2 * 2 * 6
+    assert out["metatest"] is not None
+    batch = keep.batch
+    assert batch.shape == (2, 12)  # [workers x envs, padded trial]
+    assert batch["is_init"][:, 0].all() and not batch["is_init"][:, 1:].any()
+    hidden = batch["recurrent_state_actor"].flatten(2).norm(dim=-1)
+    assert (hidden[:, 0] == 0).all() and (hidden[:, 1:][batch["valid"][:, 1:].squeeze(-1)] > 0).all()
+    assert not torch.equal(batch["observation"][0, 0], batch["observation"][1, 0])  # workers' own tasks
