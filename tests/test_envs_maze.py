@@ -65,6 +65,22 @@ def test_bad_maze_settings_are_rejected():
         make_trial_env("maze", 1, 2, size=5, task_set="tuning")
 
 
+def test_wad_is_built_on_first_use_verified_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
+    import hashlib
+
+    import rl2_lightning.envs.maze.layout as layout_mod
+    from rl2_lightning.envs.maze.layout import read_checksums
+    from rl2_lightning.envs.maze.wad import ensure_wad
+
+    pool = load_pool(5, "heldout")
+    monkeypatch.setattr(layout_mod, "MAZE_DIR", tmp_path)  # build into a fresh directory
+    path = ensure_wad(pool)
+    assert path.parent == tmp_path
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == read_checksums()[path.name]
+    path.write_bytes(b"corrupt")
+    assert ensure_wad(pool).read_bytes() == build_wad(pool)
+
+
 # ---------------------------------------------------------------------------------------------- engine
 
 

@@ -1,22 +1,8 @@
-"""The ViZDoom maze task family: layouts and pools, WAD writer, simulator, rendering.
+"""Random ViZDoom mazes (DESIGN.md §4, §8): layouts and pools, WAD writer, and the maze simulator.
 
-Importing this package does not import vizdoom; the engine starts when a maze episode does.
+``vizdoom`` is imported only when a :class:`~rl2_lightning.envs.maze.doom.MazeSimulator` starts a
+game, so the other families never pay for it.
+
+    python -m rl2_lightning.envs.maze generate                  # pools + checksums (and WADs)
+    python -m rl2_lightning.envs.maze render --pool train --size 5 --out sheet.png
 """
-
-from __future__ import annotations
-
-from rl2_lightning.envs.maze.layout import POOLS, SIZES, Layout, Pool, generate_layout, load_pool, shortest_path
-from rl2_lightning.envs.maze.simulator import HORIZONS, EngineRestarted, MazeSimulator
-
-__all__ = [
-    "HORIZONS",
-    "POOLS",
-    "SIZES",
-    "EngineRestarted",
-    "Layout",
-    "MazeSimulator",
-    "Pool",
-    "generate_layout",
-    "load_pool",
-    "shortest_path",
-]

@@ -1,47 +1,56 @@
-"""``python -m rl2_lightning.envs.maze generate | verify | render``.
-
-* ``generate``: write the training and held-out pools of every size under ``data/maze/`` with their
-  checksums (and the checksums of their WADs, which are built on first use and not committed);
-* ``verify``: check every pool and build/verify every WAD;
-* ``render --pool train --size 5 --out FILE.png``: a contact sheet of a pool's layouts.
-"""
+"""``python -m rl2_lightning.envs.maze generate|render``."""
 
 from __future__ import annotations
 
 import argparse
 
-from rl2_lightning.envs.maze.layout import POOLS, SIZES, load_pool, pool_path, write_pools
+from rl2_lightning.envs.maze.layout import POOLS, SIZES, load_pool, write_pools
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m rl2_lightning.envs.maze", description=__doc__.splitlines()[0])
+def render_sheet(size: int, pool: str, out: str, count: int = 64) -> None:
+    """Draw the first ``count`` layouts of a pool as a contact sheet PNG (walls black, goal red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    p = load_pool(size, pool)
+    count = min(count, len(p))
+    cols = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2))
+    palette = np.array([[1, 1, 1], [0.1, 0.1, 0.1], [0.85, 0.1, 0.1]])
+    for k, ax in enumerate(np.atleast_1d(axes).flat):
+        ax.axis("off")
+        if k >= count:
+            continue
+        layout = p[k]
+        ax.imshow(palette[layout.grid], interpolation="nearest")
+        r, c = layout.start
+        ax.plot(2 * c + 1, 2 * r + 1, marker="o", color="tab:blue", markersize=3)
+        ax.set_title(str(k), fontsize=6)
+    fig.suptitle(f"maze_{size}x{size} {pool} pool: layouts 0-{count - 1} (start blue, goal red)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
+    parser = argparse.ArgumentParser(description="maze pools: generate them or render a contact sheet")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("generate", help="write the pools and checksums under data/maze/")
-    sub.add_parser("verify", help="check every pool and build/verify every WAD")
+    sub.add_parser("generate", help="write data/maze/*.npz, checksums.json and build the WADs")
     render = sub.add_parser("render", help="contact sheet PNG of a pool's layouts")
-    render.add_argument("--pool", default="train", help=f"one of {', '.join(POOLS)}")
-    render.add_argument("--size", type=int, default=5, help=f"cells per side, one of {', '.join(map(str, SIZES))}")
-    render.add_argument("--out", required=True, help="PNG file to write")
-    render.add_argument("--count", type=int, default=100, help="number of layouts (from the first)")
+    render.add_argument("--pool", choices=POOLS, default="train")
+    render.add_argument("--size", type=int, choices=SIZES, default=5)
+    render.add_argument("--count", type=int, default=64)
+    render.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "generate":
-            for name, digest in sorted(write_pools().items()):
-                print(f"{digest}  {name}")
-        elif args.command == "verify":
-            from rl2_lightning.envs.maze.wad import ensure_wad
-
-            for size in SIZES:
-                for pool in POOLS:
-                    print(f"ok  {pool_path(size, pool)}  {ensure_wad(load_pool(size, pool))}")
-        else:
-            from rl2_lightning.envs.maze.render import save_contact_sheet
-
-            save_contact_sheet(load_pool(args.size, args.pool), args.out, count=args.count)
-            print(f"wrote {args.out}")
-    except (ValueError, FileNotFoundError) as err:
-        parser.exit(2, f"error: {err}\n")
+    if args.command == "generate":
+        for name, digest in sorted(write_pools().items()):
+            print(f"{digest}  data/maze/{name}")
+    else:
+        render_sheet(args.size, args.pool, args.out, args.count)
+        print(args.out)
 
 
 if __name__ == "__main__":
