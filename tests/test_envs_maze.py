@@ -236,3 +236,39 @@ def test_downsample_is_the_4x4_block_mean_scaled_to_unit_range():
     assert out.shape == (3, 30, 40) and out.dtype == np.float32
     np.testing.assert_allclose(out, expected, atol=1e-6)
     assert downsample(np.zeros_like(frame)).min() == -1 and downsample(np.full_like(frame, 255)).max() == 1
+
+
+def test_trial_media_draw_every_episode_path(tmp_path):
+    from PIL import Image
+
+    from rl2_lightning.envs.maze.render import EPISODE_COLORS, draw_map, save_trial_media
+
+    layout = load_pool(5, "heldout")[0]
+    start = cell_center(layout, layout.start)
+    path = shortest_path(layout.grid, layout.start, layout.goal)
+    walk = np.stack([cell_center(layout, cell) for cell in path[:-1]])
+    positions = np.concatenate([walk, walk])
+    episode_index = np.repeat([0, 1], len(walk))
+    blank = draw_map(layout)
+    img = draw_map(layout, [walk])
+    assert (img != blank).any() and tuple(img[tuple(_px(start, layout))]) == EPISODE_COLORS[0]
+    obs = np.zeros((len(positions), 3, 30, 40), dtype=np.float32)
+    gif, png = save_trial_media(layout, obs, positions, episode_index, tmp_path / "trial")
+    assert Image.open(gif).n_frames == len(positions)
+    colors = {tuple(c) for c in np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)}
+    assert EPISODE_COLORS[0] in colors and EPISODE_COLORS[1] in colors
+
+
+def _px(xy, layout, block_px=12):
+    height = layout.grid.shape[0] * block_px
+    return int(round(height - xy[1] * block_px / BLOCK)), int(round(xy[0] * block_px / BLOCK))
+
+
+@pytest.mark.maze
+def test_record_trial_reports_positions_and_episode_indices(maze_env):
+    from rl2_lightning.envs.maze.render import record_trial
+
+    trial = record_trial(maze_env, max_steps=12)
+    assert trial["observation"].shape == (12, 3, 30, 40) and trial["position"].shape == (12, 3)
+    assert (trial["episode_index"] == 0).all() and trial["layout"] is not None
+    assert np.abs(np.diff(trial["position"][:, :2], axis=0)).sum() > 0  # random actions move or turn
