@@ -5,7 +5,9 @@
 Raw: one ``DoomGame`` on a maze map, ``make_action`` with frame skip 4 and the screen read every step,
 random actions, ``new_episode`` when an episode ends. Simulator: ``MazeSimulator.step`` (adds the 40x30
 downsampling, position bookkeeping and bump detection). Trial env: TorchRL ``TrialEnv`` with
-``InitTracker`` through ``step_and_maybe_reset``, as a collector steps it. Rates are agent steps per
+``InitTracker`` through ``step_and_maybe_reset``, as a collector steps it. Collector: TorchRL's
+``Collector`` over a ``ParallelEnv`` of 1 or 2 worker processes (one trial env each, as the data module
+builds them with ``env.workers``), random policy, whole padded trials per batch. Rates are agent steps per
 second of all envs together; "vs raw" divides by the raw rate times the number of envs (one process
 steps its games one after the other, so it cannot beat that).
 """
@@ -22,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rl2_lightning.envs import make_trial_env  # noqa: E402
-from rl2_lightning.envs.maze.doom import MazeSimulator  # noqa: E402
+from rl2_lightning.envs.maze.doom import HORIZONS, MazeSimulator  # noqa: E402
 
 
 def timed(step, seconds: float) -> float:
@@ -89,15 +91,39 @@ def trial_env_rate(size: int, envs: int, seconds: float) -> float:
     return rate
 
 
+def collector_rate(size: int, workers: int, batches: int = 3) -> float:
+    import functools
+
+    from torchrl.collectors import Collector
+    from torchrl.envs import InitTracker, ParallelEnv, TransformedEnv
+
+    make = functools.partial(make_trial_env, "maze", 1, 2, size=size, init_tracker=False)
+    makers = [functools.partial(make, worker=w) for w in range(workers)]
+    env = TransformedEnv(ParallelEnv(workers, makers), InitTracker())
+    trial_steps = 2 * HORIZONS[size]  # padded trial length of 2 episodes
+    collector = Collector(
+        env, None, frames_per_batch=workers * trial_steps, total_frames=-1, reset_at_each_iter=True,
+        split_trajs=False, auto_register_policy_transforms=False,
+    )
+    it = iter(collector)
+    next(it)  # warm-up: workers and engines start
+    start = time.perf_counter()
+    frames = sum(next(it).numel() for _ in range(batches))
+    rate = frames / (time.perf_counter() - start)
+    collector.shutdown()  # closes the env too
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=5, choices=[5, 9])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="collector worker processes")
     args = parser.parse_args()
     torch.set_num_threads(1)
     raw = raw_rate(args.size, args.seconds)
-    print(f"maze {args.size}x{args.size}, frame skip 4, agent steps/s, one process\n")
+    print(f"maze {args.size}x{args.size}, frame skip 4, agent steps/s (collector rows: worker processes)\n")
     print("| stepping | envs | steps/s | vs raw |")
     print("|---|---:|---:|---:|")
     print(f"| raw DoomGame | 1 | {raw:,.0f} | 100% |")
@@ -106,6 +132,9 @@ def main() -> None:
         print(f"| MazeSimulator | {envs} | {sim:,.0f} | {sim / raw:.0%} |")
         trial = trial_env_rate(args.size, envs, args.seconds)
         print(f"| TrialEnv + InitTracker | {envs} | {trial:,.0f} | {trial / raw:.0%} |")
+    for workers in args.workers:
+        rate = collector_rate(args.size, workers)
+        print(f"| Collector(ParallelEnv), {workers} worker(s) | {workers} | {rate:,.0f} | {rate / raw:.0%} |")
 
 
 if __name__ == "__main__":
