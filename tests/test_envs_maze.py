@@ -186,6 +186,32 @@ def engine_processes(ignore=()) -> list[int]:
 
 
 @pytest.mark.maze
+def test_engines_run_from_a_scratch_directory_not_ours(tmp_path, monkeypatch):
+    import os
+
+    pytest.importorskip("vizdoom")
+    from rl2_lightning.envs.maze.doom import MazeSimulator
+
+    monkeypatch.chdir(tmp_path)
+
+    def no_chdir(path):  # a process-wide chdir would race with other threads (data loading, logging)
+        raise AssertionError(f"the process changed its working directory to {path}")
+
+    monkeypatch.setattr(os, "chdir", no_chdir)
+    others = set(engine_processes())
+    sim = MazeSimulator(1, size=5)
+    try:
+        (pid,) = engine_processes(others)
+        assert os.getcwd() == str(tmp_path) and os.listdir(tmp_path) == []  # nothing written here
+        engine_cwd = os.readlink(f"/proc/{pid}/cwd")
+        assert engine_cwd != str(tmp_path) and os.path.exists(os.path.join(engine_cwd, "_vizdoom"))
+    finally:
+        sim.close()
+    assert os.listdir(tmp_path) == []  # not even when the engine closes
+    monkeypatch.undo()
+
+
+@pytest.mark.maze
 def test_a_killed_engine_is_restarted_and_the_batch_collected_again():
     pytest.importorskip("vizdoom")
     import os

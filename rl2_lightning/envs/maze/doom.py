@@ -32,18 +32,28 @@ MIN_STEP = 1.0  # map units: a forward step that moves less than this hit a wall
 FORWARD, LEFT, RIGHT = 0, 1, 2
 
 
-@contextlib.contextmanager
-def _scratch_cwd():
-    """Start engines from a scratch directory: ViZDoom writes ``_vizdoom.ini`` and ``_vizdoom/`` into
-    its working directory (also when it closes, so the directory must outlive the game)."""
+def _launcher() -> str:
+    """A launcher for the engine that runs it from a scratch directory.
+
+    ViZDoom writes ``_vizdoom.ini`` and ``_vizdoom/`` into the engine's working directory (also when
+    it closes). The launcher changes into the scratch directory and ``exec``s the real binary, so
+    the engine (and only the engine, for its whole life) runs there; this process's working
+    directory never changes.
+    """
+    import vizdoom as vzd
+
     scratch = os.path.join(tempfile.gettempdir(), "rl2_lightning_vizdoom")
     os.makedirs(scratch, exist_ok=True)
-    old = os.getcwd()
-    os.chdir(scratch)
-    try:
-        yield
-    finally:
-        os.chdir(old)
+    real = os.path.join(os.path.dirname(vzd.__file__), "vizdoom")
+    script = f'#!/bin/sh\ncd "{scratch}" || exit 1\nexec "{real}" "$@"\n'
+    path = os.path.join(scratch, "vizdoom_launcher.sh")
+    if not os.path.exists(path) or open(path).read() != script:
+        fd, tmp = tempfile.mkstemp(dir=scratch)  # several workers may write it at once
+        with os.fdopen(fd, "w") as f:
+            f.write(script)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    return path
 
 
 def downsample(frame: np.ndarray) -> np.ndarray:
@@ -105,6 +115,7 @@ class MazeSimulator(TaskSimulator):
         import vizdoom as vzd
 
         game = vzd.DoomGame()
+        game.set_vizdoom_path(_launcher())
         game.set_doom_scenario_path(self.wad)
         game.set_doom_map(map_name(0))
         game.set_screen_resolution(vzd.ScreenResolution.RES_160X120)
@@ -125,8 +136,7 @@ class MazeSimulator(TaskSimulator):
         game.set_episode_start_time(START_TICS)
         game.set_episode_timeout(0)  # the horizon is counted here, in agent steps
         game.set_mode(vzd.Mode.PLAYER)
-        with _scratch_cwd():
-            game.init()
+        game.init()
         return game
 
     @contextlib.contextmanager
