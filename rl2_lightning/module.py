@@ -41,6 +41,7 @@ class RL2Module(LightningModule):
         self.env_cfg, self.algo = dict(env), dict(algo)
         spec_env = _spec_env(self.env_cfg["family"], env_kwargs(self.env_cfg))
         self.agent = make_agent(spec_env, **model)
+        spec_env.close()  # only its specs were needed (for mazes it holds a running engine)
         self.actor, self.critic = self.agent.actor, self.agent.critic
         self.gae = GAE(
             gamma=algo["gamma"], lmbda=algo["lmbda"], value_network=None, deactivate_vmap=True, average_gae=False
