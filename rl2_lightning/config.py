@@ -172,7 +172,7 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is None or value <= 0:
             raise ValueError(f"{key}={value!r} is not allowed; it must be > 0")
-    for key in ("metatest.batch_size", "metatest.episodes_per_trial", "env.size", "env.horizon"):
+    for key in ("metatest.batch_size", "metatest.episodes_per_trial", "env.size", "env.horizon", "threads"):
         value = OmegaConf.select(cfg, key)
         if value is not None and value <= 0:
             raise ValueError(f"{key}={value!r} is not allowed; it must be > 0 (or null)")

@@ -82,8 +82,6 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     """
     validate(cfg)
     if cfg.threads is not None:
-        if cfg.threads < 1:
-            raise ValueError(f"threads={cfg.threads} is not allowed; it must be >= 1 (or null for torch's default)")
         torch.set_num_threads(cfg.threads)
     ckpt_path, run_dir = resolve_run(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -79,6 +79,8 @@ def test_unknown_preset_lists_the_options():
         ("env.num_envs=0", "env.num_envs"),
         ("algo.minibatches=64", "algo.minibatches"),
         ("algo.lr_schedule=cosine", "algo.lr_schedule"),
+        ("threads=0", "threads"),
+        ("env.workers=3", "env.workers"),
     ],
 )
 def test_bad_values_fail_before_training_naming_the_key(override, key):
