@@ -7,7 +7,10 @@ return per episode index within the trial (the curve that shows the agent learni
 and appends the same numbers to ``metatest.csv`` in the run directory. Other ranks do no work.
 For mazes it also logs the paper's Table 3 columns per episode index: ``success_ep{k}``,
 ``length_ep{k}`` (mean length of the successful episodes, ``length_se_ep{k}`` its standard error) and
-``improved`` (share of trials whose second episode is no longer than the first).
+``improved`` (share of trials whose second episode is no longer than the first), and, with
+``video_frames > 0``, one held-out trial (the set's first maze) as an animation of the first-person view
+beside the top-down map with the path drawn (``meta_test/trial_video``, TensorBoard's Images tab) and a
+map of the paths of all its episodes (``meta_test/trial_paths``).
 
 With ``baselines=True`` (bandits and tabular MDPs) the classical baselines of the paper play the same
 tasks once per run, at the first evaluation; their per-episode curves are drawn in the same figure and
@@ -48,6 +51,7 @@ class MetaTestCallback(Callback):
             trial runs its own engine.
         episodes_per_trial: episodes of a meta-test trial (default: the training value); a larger
             value tests extrapolation beyond the trial length trained on.
+        video_frames: mazes: frames of the logged trial animation (every k-th step past this; 0: none).
     """
 
     def __init__(
@@ -61,13 +65,16 @@ class MetaTestCallback(Callback):
         baselines: bool = True,
         batch_size: int | None = None,
         episodes_per_trial: int | None = None,
+        video_frames: int = 400,
     ):
         self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, task_set, num_tasks
         self.exploration, self.seed, self.run_dir = EXPLORATION[exploration], seed, run_dir
         self.baselines = baselines
         self.batch_size = min(batch_size or num_tasks, num_tasks)
         self.episodes_per_trial = episodes_per_trial
+        self.video_frames = video_frames
         self.env = None
+        self.video_env = None
         self.tasks = None
         self.last: dict[str, float] | None = None
         #: the latest evaluation's per-step episode index, validity and reward (for maze metrics)
@@ -129,6 +136,50 @@ class MetaTestCallback(Callback):
                     self.baseline_curves[key] = self._play(pl_module, make()).double().mean(0).cpu()
         return self.baseline_curves
 
+    @torch.no_grad()
+    def record(self, pl_module: LightningModule) -> dict:
+        """Play the set's first maze with the current actor, one engine; :func:`record_trial`'s output."""
+        from rl2_lightning.envs.maze.render import record_trial
+        from torchrl.envs.utils import set_exploration_type
+
+        if self.env is None:
+            self._build(pl_module)
+        if self.video_env is None:
+            cfg = pl_module.env_cfg
+            self.video_env = make_trial_env(
+                "maze", 1, self.episodes_per_trial, task_set=self.task_set, device=pl_module.device, **env_kwargs(cfg)
+            )
+            for primer in pl_module.agent.primers:
+                self.video_env.append_transform(primer.clone())
+        self.video_env.base_env.task_source = FixedTasks(self.tasks[:1])
+        was_training = pl_module.training
+        pl_module.eval()
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), set_exploration_type(self.exploration):
+            torch.manual_seed(self.seed)
+            self.video_env.base_env.simulator.seed(self.seed)
+            trial = record_trial(self.video_env, pl_module.actor)
+        pl_module.train(was_training)
+        return trial
+
+    def log_trial_media(self, experiment, pl_module: LightningModule, step: int) -> None:
+        """The recorded held-out trial as a TensorBoard animation and a paths image."""
+        from rl2_lightning.envs.maze.render import draw_map, episode_paths, tensorboard_gif, trial_frames
+
+        trial = self.record(pl_module)
+        frames = trial_frames(
+            trial["layout"], trial["observation"], trial["position"], trial["episode_index"], self.video_frames
+        )
+        experiment._get_file_writer().add_summary(tensorboard_gif("meta_test/trial_video", frames), step)
+        paths = draw_map(trial["layout"], episode_paths(trial["position"], trial["episode_index"]))
+        experiment.add_image("meta_test/trial_paths", paths, global_step=step, dataformats="HWC")
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:  # noqa: D102
+        for env in (self.env, self.video_env):
+            if env is not None and not env.is_closed:
+                env.close()
+        self.env = self.video_env = None
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
         if not ((trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch):
@@ -150,6 +201,8 @@ class MetaTestCallback(Callback):
             if hasattr(experiment, "add_figure"):
                 fig = self.figure(returns, curves)
                 experiment.add_figure("meta_test/return_per_episode", fig, global_step=frames)
+            if pl_module.env_cfg["family"] == "maze" and self.video_frames and hasattr(experiment, "add_image"):
+                self.log_trial_media(experiment, pl_module, frames)
         self._append_csv(trainer, frames, summary)
 
     def figure(self, returns: torch.Tensor, baselines: dict[str, torch.Tensor] | None = None):

@@ -83,6 +83,9 @@ class MetaTestConfig:
     batch_size: Optional[int] = None
     #: episodes per meta-test trial (None: as in training); more tests extrapolation
     episodes_per_trial: Optional[int] = None
+    #: mazes: log one held-out trial to TensorBoard at each meta-test (animated view beside the map,
+    #: and the paths of every episode), at most this many frames per animation (0: no video)
+    video_frames: int = 400
 
 
 @dataclass
@@ -180,6 +183,8 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{key}={value!r} is not allowed; it must be in [0, 1]")
+    if cfg.metatest.video_frames < 0:
+        raise ValueError(f"metatest.video_frames={cfg.metatest.video_frames} is not allowed; it must be >= 0 (0: no video)")
     if cfg.algo.entropy_coeff < 0 or cfg.algo.critic_coeff < 0:
         raise ValueError("algo.entropy_coeff and algo.critic_coeff must be >= 0")
     if cfg.env.workers < 1 or cfg.env.num_envs % cfg.env.workers:

@@ -7,11 +7,13 @@ beside ours, the best method marked) and writes ``<setting>.md``, ``<setting>.cs
     python -m rl2_lightning.evaluate conf=bandit_k5_n10 ckpt=runs/bandit_k5_n10/<run>/checkpoints/last.ckpt
     python -m rl2_lightning.evaluate conf=tabular_n25                       # baselines only
     python -m rl2_lightning.evaluate --family bandit --num-arms 5 --episodes 10 [--out DIR]
+    python -m rl2_lightning.evaluate conf=maze_5x5 ckpt=<file> [metatest.num_tasks=100]  # Table 3, GIFs
 
 Baselines use the hyperparameters tuned on the tuning set (``conf/baselines/<setting>.yaml``). Tabular
 baselines run with both reward priors: TabulaRL's (``paper``, as the paper ran them) and the true one
 (``bayes``, suffix ``_bayes``). The core is :func:`evaluate`, which the training app's front end calls
-with its RL² policy.
+with its RL² policy. Mazes have no classical baselines: their evaluation (RL² against a uniformly random
+policy, the paper's Table 3 columns, a GIF of a held-out trial) is :mod:`rl2_lightning.evaluate_maze`.
 """
 
 from __future__ import annotations
@@ -250,13 +252,18 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
     validate(cfg)
     setting_kwargs = {"family": cfg.env.family, **env_kwargs(cfg.env)}
     n = cfg.env.episodes_per_trial
-    policies, primers, out = {}, [], args.get("out")
+    module, out = None, args.get("out")
     if "ckpt" in args:
         module = load_rl2(Path(args["ckpt"]), {**setting_kwargs, "episodes_per_trial": n})
-        policies["rl2"], primers = module.actor, module.agent.primers
         ckpt = Path(args["ckpt"])
         if out is None and ckpt.parent.name == "checkpoints":
             out = str(ckpt.parent.parent / "evaluate")
+    if cfg.env.family == "maze":
+        from rl2_lightning.evaluate_maze import evaluate_maze
+
+        return evaluate_maze(cfg, module, out or "outputs/evaluate")
+    policies = {"rl2": module.actor} if module is not None else {}
+    primers = module.agent.primers if module is not None else []
     return evaluate(setting_kwargs, n, policies, out or "outputs/evaluate", primers=primers, seed=cfg.seed)
 
 

@@ -139,6 +139,7 @@ def test_tiny_maze_run_trains_end_to_end(tmp_path):
             "metatest.batch_size=2",
             "metatest.every_n_epochs=1",
             "metatest.episodes_per_trial=3",
+            "logger=true",
         ]
     )
     out = train(cfg)
@@ -149,7 +150,35 @@ def test_tiny_maze_run_trains_end_to_end(tmp_path):
     assert "return_ep2" in out["metatest"]  # meta-test trials of 3 episodes (extrapolation)
     assert {"success_ep0", "length_ep2", "improved"} <= set(out["metatest"])  # Table 3's columns
     assert 0 <= out["metatest"]["success_ep0"] <= 1
+    # TensorBoard: per meta-test, an animated held-out trial (view beside map) and its paths image
+    import io
 
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(out["run_dir"]) / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    videos = events.Images("meta_test/trial_video")
+    assert len(videos) == 2 and len(events.Images("meta_test/trial_paths")) == 2  # one per epoch
+    gif = Image.open(io.BytesIO(videos[-1].encoded_image_string))
+    assert gif.format == "GIF" and gif.n_frames > 1  # 3 episodes of at most 6 steps: several frames
+    assert gif.size[0] > gif.size[1]  # the view beside the map
+    # the evaluation command on this checkpoint: RL² and a random policy on held-out mazes (Table 3)
+    from rl2_lightning.evaluate import main as evaluate_main
+
+    ckpt = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
+    ev = tmp_path / "evaluate"
+    args = ["conf=maze_5x5", f"ckpt={ckpt}", "env.horizon=6", "metatest.num_tasks=3", "metatest.batch_size=2"]
+    rows = evaluate_main([*args, f"out={ev}"])
+    assert [r["key"] for r in rows] == ["rl2", "random"]
+    assert all(0 <= r["success_ep1"] <= 1 and 0 <= r["improved"] <= 1 for r in rows)
+    table = (ev / "maze_5x5.md").read_text()
+    assert "| RL² |" in table and "| Random |" in table and "| RL² (paper) |" in table and "99.3%" in table
+    for name in ("maze_5x5.png", "maze_5x5.csv", "trial_rl2_paths.png", "trial_random_paths.png"):
+        assert (ev / name).stat().st_size > 0
+    assert Image.open(ev / "trial_rl2.gif").n_frames > 1
+    with pytest.raises(ValueError, match="env.horizon=6, not 250"):  # a checkpoint of another setting
+        evaluate_main(["conf=maze_5x5", f"ckpt={ckpt}", f"out={ev}"])
 
 
 def test_fps_and_frames_are_logged_against_frames(tmp_path):

@@ -3,7 +3,8 @@
 Pure NumPy + Pillow (Pillow comes with matplotlib). Used by the evaluation command and the
 meta-test callback: :func:`record_trial` plays one trial, :func:`save_trial_media` writes
 ``<stem>.gif`` (first-person view beside the map with the path so far) and ``<stem>_paths.png``
-(the paths of every episode of the trial, one colour per episode).
+(the paths of every episode of the trial, one colour per episode), and :func:`tensorboard_gif` makes
+the same animation a TensorBoard summary.
 """
 
 from __future__ import annotations
@@ -77,6 +78,44 @@ def episode_paths(positions: np.ndarray, episode_index: np.ndarray) -> list[np.n
     return [positions[episode_index == e, :2] for e in range(count)]
 
 
+def trial_frames(
+    layout: Layout,
+    observations: np.ndarray | torch.Tensor,
+    positions: np.ndarray,
+    episode_index: np.ndarray,
+    max_frames: int | None = None,
+) -> list[np.ndarray]:
+    """One RGB frame per step (every ``ceil(T / max_frames)``-th step when capped, always the last):
+    the first-person view beside the map with the current episode's path so far."""
+    positions, episode_index = np.asarray(positions), np.asarray(episode_index).reshape(-1)
+    T = len(positions)
+    stride = max(1, -(-T // max_frames)) if max_frames else 1
+    steps = sorted(set(range(0, T, stride)) | {T - 1}) if T else []
+    frames = []
+    for t in steps:
+        e = int(episode_index[t])
+        so_far = [np.empty((0, 2))] * e + [positions[: t + 1][episode_index[: t + 1] == e, :2]]
+        top = draw_map(layout, so_far)
+        view = observation_to_image(observations[t], top.shape[0])
+        canvas = np.full((max(top.shape[0], view.shape[0]), top.shape[1] + view.shape[1] + 4, 3), 255, np.uint8)
+        canvas[: view.shape[0], : view.shape[1]] = view
+        canvas[: top.shape[0], view.shape[1] + 4 :] = top
+        frames.append(canvas)
+    return frames
+
+
+def gif_bytes(frames: list[np.ndarray], fps: int = 15) -> bytes:
+    """An endlessly looping animated GIF of RGB ``frames``."""
+    import io
+
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
 def save_trial_media(
     layout: Layout,
     observations: np.ndarray | torch.Tensor,
@@ -97,19 +136,21 @@ def save_trial_media(
     positions, episode_index = np.asarray(positions), np.asarray(episode_index).reshape(-1)
     png = stem.with_name(stem.name + "_paths.png")
     Image.fromarray(draw_map(layout, episode_paths(positions, episode_index))).save(png)
-    frames = []
-    for t in range(len(positions)):
-        e = int(episode_index[t])
-        so_far = [np.empty((0, 2))] * e + [positions[: t + 1][episode_index[: t + 1] == e, :2]]
-        top = draw_map(layout, so_far)
-        view = observation_to_image(observations[t], top.shape[0])
-        canvas = np.full((max(top.shape[0], view.shape[0]), top.shape[1] + view.shape[1] + 4, 3), 255, np.uint8)
-        canvas[: view.shape[0], : view.shape[1]] = view
-        canvas[: top.shape[0], view.shape[1] + 4 :] = top
-        frames.append(Image.fromarray(canvas))
     gif = stem.with_suffix(".gif")
-    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    gif.write_bytes(gif_bytes(trial_frames(layout, observations, positions, episode_index), fps))
     return gif, png
+
+
+def tensorboard_gif(tag: str, frames: list[np.ndarray], fps: int = 15):
+    """A TensorBoard ``Summary`` holding an animated GIF (shown, playing, in the Images tab).
+
+    This is the summary ``SummaryWriter.add_video`` writes, built with Pillow instead of moviepy.
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    h, w = frames[0].shape[:2]
+    image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif_bytes(frames, fps))
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def record_trial(env, policy=None, max_steps: int | None = None) -> dict[str, np.ndarray]:
