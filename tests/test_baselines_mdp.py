@@ -89,6 +89,28 @@ def test_psrl_posterior_is_the_conjugate_update(prior, mu0):
     assert psrl.counts.sum() == 0 and psrl.reward_n.sum() == 0
 
 
+@pytest.mark.parametrize("name", ["egreedy", "greedy", "ucrl2"])
+def test_paper_prior_is_near_flat_for_tabularl_flat_prior_agents(name):
+    """TabulaRL builds ε-greedy, greedy and UCRL2 with "prior effect -> 0": empirical means and frequencies.
+
+    Same transitions as the PSRL example: (0, a1) seen twice with rewards 1 and 2, once going to state 2.
+    """
+    agent = make_tabular_baseline(name, 3, 2, 2, prior="paper")
+    _step(agent, 0, -1, 0.0, False, True)
+    _step(agent, 2, 1, 1.0, False, False)
+    _step(agent, 0, 1, 3.0, True, False)
+    _step(agent, 2, 1, 2.0, False, False)
+    mean, _ = agent.reward_posterior()
+    assert mean[0, 0, 1].item() == pytest.approx(1.5, abs=1e-3)  # (1 + 2) / 2, not shrunk to 0
+    assert mean[0, 2, 1].item() == pytest.approx(3.0, abs=1e-3)
+    assert mean[0, 1, 0].item() == 0.0  # untried: the prior mean
+    torch.testing.assert_close(agent.transition_mean()[0, 0, 1], torch.tensor([0.0, 0.0, 1.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(agent.transition_mean()[0, 1, 0], torch.full((3,), 1 / 3))  # untried: uniform
+    # the Bayes-correct variant of the same agent shrinks towards the true prior N(1, 1), Dirichlet(1)
+    bayes = make_tabular_baseline(name, 3, 2, 2, prior="bayes")
+    assert (bayes.mu0, bayes.tau0, bayes.alpha0) == (1.0, 1.0, 1.0)
+
+
 def test_every_baseline_beats_random():
     """On 200 held-out MDPs over 10 episodes, each method beats the random policy by a wide margin."""
     n = 10

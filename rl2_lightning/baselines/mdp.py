@@ -6,8 +6,15 @@ Every agent keeps the conjugate posterior of its task from the trial's transitio
 * mean rewards: Normal prior ``N(mu0, 1 / tau0)`` with known reward noise precision ``tau = 1``, so the
   posterior of ``mu[s, a]`` is ``N((mu0 tau0 + tau sum r) / (tau0 + n tau), 1 / (tau0 + n tau))``.
 
-Two priors are offered (``prior=``): ``"paper"`` is TabulaRL's default ``mu0 = 0, tau0 = 1``, which the
-paper's baselines used; ``"bayes"`` is the true task prior ``mu ~ N(1, 1)`` (``mu0 = 1, tau0 = 1``).
+Two priors are offered (``prior=``):
+
+* ``"paper"`` is what TabulaRL's agents use, as the paper ran them: reward means centred at ``mu0 = 0``
+  and, per agent, TabulaRL's prior strengths — ``alpha0 = 1, tau0 = 1`` for PSRL, OPSRL and BEB, but a
+  near-flat prior for the agents TabulaRL documents as "prior effect -> 0": ε-greedy and greedy
+  (``alpha0 = tau0 = 1e-4``, i.e. empirical means and frequencies) and UCRL2 (``alpha0 = 1e-5,
+  tau0 = 1e-4``). See :attr:`TabularBaseline.paper_strength`.
+* ``"bayes"`` is the true task prior for every agent: ``mu ~ N(1, 1)`` (``mu0 = 1, tau0 = 1``) and
+  Dirichlet(1) transitions (``alpha0 = 1``).
 
 At the first step of every episode the agent re-plans by finite-horizon value iteration
 (:mod:`rl2_lightning.baselines.planning`) over the episode's ``H`` steps, then acts greedily (ties at
@@ -35,7 +42,7 @@ from tensordict import TensorDictBase
 from rl2_lightning.baselines.common import Baseline, RandomPolicy, argmax_random_ties, per_env
 from rl2_lightning.baselines.planning import extended_value_iteration, value_iteration
 
-#: reward-mean priors (mu0, tau0) by name
+#: reward-mean priors (mu0, tau0) by name; the ``paper`` strengths are overridden per agent (paper_strength)
 PRIORS = {"paper": (0.0, 1.0), "bayes": (1.0, 1.0)}
 
 
@@ -51,6 +58,9 @@ class TabularBaseline(Baseline):
     Subclasses implement :meth:`plan` (action values from the posterior) and may override :meth:`act`.
     """
 
+    #: ``(alpha0, tau0)`` under the ``paper`` prior: TabulaRL's constructor defaults for this agent
+    paper_strength: tuple[float, float] = (1.0, 1.0)
+
     def __init__(self, num_states: int, num_actions: int, episode_steps: int, prior: str = "paper"):
         super().__init__(num_actions)
         if prior not in PRIORS:
@@ -59,6 +69,8 @@ class TabularBaseline(Baseline):
         self.mu0, self.tau0 = PRIORS[prior]
         self.tau = 1.0  # known reward-noise precision (rewards are N(mu, 1))
         self.alpha0 = 1.0
+        if prior == "paper":
+            self.alpha0, self.tau0 = self.paper_strength
 
     def allocate(self, batch: int, device: torch.device) -> None:  # noqa: D102
         S, A = self.num_states, self.num_actions
@@ -149,6 +161,8 @@ class OPSRL(TabularBaseline):
 class UCRL2(TabularBaseline):
     """UCRL2 (Jaksch, Ortner & Auer 2010) in its finite-horizon TabulaRL form, confidence radii × ``scaling``."""
 
+    paper_strength = (1e-5, 1e-4)
+
     def __init__(self, *args, scaling: float | torch.Tensor = 1.0, delta: float = 0.05, **kwargs):
         super().__init__(*args, **kwargs)
         self.scaling, self.delta = scaling, delta
@@ -178,6 +192,8 @@ class BEB(TabularBaseline):
 
 class EpsilonGreedy(TabularBaseline):
     """Optimal in the mean (MAP) MDP, re-planned once per episode; a random action with probability ``epsilon``."""
+
+    paper_strength = (1e-4, 1e-4)
 
     def __init__(self, *args, epsilon: float | torch.Tensor = 0.1, **kwargs):
         super().__init__(*args, **kwargs)

@@ -125,12 +125,19 @@ def score_grid(
 
 
 def tune_setting(
-    setting: str, num_tasks: int, methods: list[str] | None = None, seed: int = 0, ots_budget: int = OTS_BUDGET, log=print
+    setting: str,
+    num_tasks: int,
+    methods: list[str] | None = None,
+    seed: int = 0,
+    ots_budget: int = OTS_BUDGET,
+    log=print,
+    priors: list[str] | None = None,
 ) -> dict:
-    """Grid-search every tunable method of ``setting``; returns the config dict (see module doc)."""
+    """Grid-search every tunable method of ``setting`` (tabular: under each of ``priors``, default all);
+    returns the config dict (see module doc)."""
     setting_kwargs, n = parse_setting(setting)
     family = setting_kwargs["family"]
-    priors = list(PRIORS) if family == "tabular" else [None]
+    priors = (priors or list(PRIORS)) if family == "tabular" else [None]
     result: dict = {}
     for prior in priors:
         chosen, scores_out = {}, {}
@@ -180,9 +187,15 @@ def write_config(setting: str, result: dict, command: str, num_tasks: int, seed:
             out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
         return out
 
-    tuned = ", ".join(sorted(result["grid"].get("paper", result["grid"])))
-    runs = [r for r in old.get("tuning", {}).get("runs", []) if r["methods"] != tuned]
-    runs.append({"methods": tuned, "num_tasks": num_tasks, "seed": seed, "command": command})
+    grid = result["grid"]
+    priors = [p for p in PRIORS if p in grid]
+    tuned = ", ".join(sorted(grid[priors[0]] if priors else grid))
+    run = {"methods": tuned, "num_tasks": num_tasks, "seed": seed, "command": command}
+    if priors:
+        run["priors"] = ", ".join(priors)
+    same = lambda r: r["methods"] == tuned and r.get("priors", ", ".join(PRIORS)) == run.get("priors", ", ".join(PRIORS))
+    runs = [r for r in old.get("tuning", {}).get("runs", []) if not same(r)]
+    runs.append(run)
     cfg = {
         "setting": setting,
         "env": {**setting_kwargs, "episodes_per_trial": n},
@@ -206,11 +219,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
     parser.add_argument("--ots-budget", type=int, default=OTS_BUDGET, help="skip OTS grid points with N*k*n above this")
+    parser.add_argument("--priors", nargs="*", default=None, choices=list(PRIORS), help="tabular: only these priors")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python -m rl2_lightning.baselines.tune " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     for setting in args.settings:
-        result = tune_setting(setting, args.num_tasks, args.methods, args.seed, args.ots_budget)
+        result = tune_setting(setting, args.num_tasks, args.methods, args.seed, args.ots_budget, priors=args.priors)
         print(f"wrote {write_config(setting, result, command, args.num_tasks, args.seed)}", flush=True)
 
 
