@@ -32,27 +32,38 @@ def _as_is(batch):
 class TrialBatches(IterableDataset):
     """Yields ``iterations`` batches of whole trials per epoch from the data module's collector.
 
-    If an engine dies mid-batch (:class:`~rl2_lightning.envs.trial.EngineRestarted`), the collector
-    has shut down with its env: the data module rebuilds both, on the same random streams, and the
-    batch is collected anew; the run goes on.
+    If an engine dies mid-batch, the data module rebuilds env and collector, puts the envs' random
+    streams back where they stood before the batch, and the batch is collected again; the run goes on.
+    In one process the dead engine surfaces as :class:`~rl2_lightning.envs.trial.EngineRestarted`; with
+    ``env.workers > 1`` it ends its worker process and TorchRL's ``ParallelEnv`` raises a
+    ``RuntimeError`` (it then shuts every worker down). ``max_retries`` failures in a row end the run with
+    the last error (a bug would otherwise be retried forever).
     """
+
+    max_retries = 3
 
     def __init__(self, datamodule: TrialDataModule, iterations: int):
         self.datamodule, self.iterations = datamodule, iterations
 
     def __iter__(self):  # noqa: D105
         # A finite epoch: Lightning's prefetching then never collects a batch it would throw away.
-        batches = iter(self.datamodule.collector)
-        done = 0
+        dm = self.datamodule
+        batches = iter(dm.collector)
+        done = failures = 0
         while done < self.iterations:
+            before = dm.state_dict()  # the envs' random streams before this batch
             try:
                 batch = next(batches)
-            except EngineRestarted as err:
+            except (EngineRestarted, RuntimeError) as err:
+                engine = isinstance(err, EngineRestarted) or dm.parallel  # (EngineRestarted is a RuntimeError)
+                if not engine or failures >= self.max_retries:
+                    raise
+                failures += 1
                 log.warning("%s; rebuilding the envs and collecting the batch again", err)
-                self.datamodule.rebuild()
-                batches = iter(self.datamodule.collector)
+                dm.rebuild(before)
+                batches = iter(dm.collector)
                 continue
-            done += 1
+            done, failures = done + 1, 0
             yield batch.reshape(-1, batch.shape[-1])  # [workers, envs, T] -> [trials, T]
 
 
@@ -132,9 +143,13 @@ class TrialDataModule(LightningDataModule):
             )
         self.load_state_dict(states)
 
-    def rebuild(self) -> None:
-        """New env and collector after an engine failure, continuing the same random streams."""
-        states = self.state_dict()
+    @property
+    def parallel(self) -> bool:
+        """Whether the trial envs run in TorchRL ``ParallelEnv`` worker processes (``env.workers > 1``)."""
+        return self.env is not None and isinstance(self.env.base_env, ParallelEnv)
+
+    def rebuild(self, states: dict[str, Any]) -> None:
+        """New env and collector after an engine failure, the envs' random streams set to ``states``."""
         self.teardown()
         self.env = self._make_env()
         self.load_state_dict(states)
@@ -153,23 +168,43 @@ class TrialDataModule(LightningDataModule):
             self.collector.shutdown(close_env=False, raise_on_error=False)
             self.collector = None
         if self.env is not None:  # also after a failure, when the collector has dropped it already
-            self.env.close(raise_if_closed=False)
+            try:
+                self.env.close(raise_if_closed=False)
+            except RuntimeError as err:  # a ParallelEnv whose worker died: TorchRL stops the others and says so
+                log.warning("closing the envs after a worker failure: %s", err)
         self.env = None
 
-    # Random streams of the envs, saved in checkpoints so a resumed run draws the same tasks (not
-    # available from ParallelEnv workers: a resumed multi-worker maze run draws new tasks).
+    # Random streams of the envs (dynamics and task draws), saved in checkpoints so that a resumed run
+    # draws the same tasks; with env.workers > 1, one entry per worker process, fetched through ParallelEnv.
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
-        if self.env is None or isinstance(self.env.base_env, ParallelEnv):
+        if self.env is None:
             return {}
         base = self.env.base_env
-        return {
-            "simulator_rng": base.simulator.generator.get_state(),
-            "task_rng": base.task_source.generator.get_state(),
-        }
+        if self.parallel:
+            if base.is_closed:
+                base.start()
+            return {"workers": base.rng_state()}
+        return base.rng_state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
-        if not state_dict or self.env is None or isinstance(self.env.base_env, ParallelEnv):
+        if not state_dict or self.env is None:
             return
         base = self.env.base_env
-        base.simulator.generator.set_state(state_dict["simulator_rng"])
-        base.task_source.generator.set_state(state_dict["task_rng"])
+        if "simulator_rng" in state_dict:  # checkpoints written before the per-worker format
+            state_dict = {"simulator": state_dict["simulator_rng"], "tasks": state_dict["task_rng"]}
+        if self.parallel:
+            workers = state_dict.get("workers")
+            if workers is None or len(workers) != base.num_workers:
+                raise ValueError(
+                    f"env.workers={base.num_workers} differs from the checkpoint's "
+                    f"({len(workers) if workers else 1}); resume with the same env.workers"
+                )
+            if base.is_closed:
+                base.start()
+            base.set_rng_state(workers)
+        elif "workers" in state_dict:
+            raise ValueError(
+                f"the checkpoint was written with env.workers={len(state_dict['workers'])}; resume with the same env.workers"
+            )
+        else:
+            base.set_rng_state(state_dict)

@@ -253,6 +253,70 @@ def test_a_killed_engine_is_restarted_and_the_batch_collected_again():
     assert engine_processes(others) == []
 
 
+def all_engines() -> list[int]:
+    """PIDs of every ViZDoom engine on the machine (also those of env worker processes, and orphans)."""
+    import glob
+
+    pids = []
+    for f in glob.glob("/proc/[0-9]*/comm"):
+        try:
+            if open(f).read().strip() == "vizdoom":
+                pids.append(int(f.split("/")[2]))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+@pytest.mark.maze
+def test_worker_processes_survive_a_killed_engine_and_keep_their_random_streams():
+    """env.workers=2: each worker's random streams are checkpointed; a killed engine costs a rebuild, not the run."""
+    pytest.importorskip("vizdoom")
+    import os
+    import signal
+
+    from rl2_lightning.config import EnvConfig
+    from rl2_lightning.datamodule import TrialBatches, TrialDataModule
+
+    others = set(all_engines())
+    cfg = {**EnvConfig(family="maze", size=5, horizon=4, num_envs=2, workers=2, episodes_per_trial=1).__dict__}
+    dm = TrialDataModule(cfg, seed=0, iterations_per_epoch=3)
+    dm.setup()
+    dm._make_collector()
+    try:
+        assert dm.parallel
+        state = dm.state_dict()
+        assert len(state["workers"]) == 2  # one entry per worker, and they differ (seeded by worker index)
+        assert not torch.equal(state["workers"][0]["tasks"], state["workers"][1]["tasks"])
+        batches = iter(TrialBatches(dm, iterations=3))
+        first = next(batches)
+        dm.load_state_dict(state)  # back to the streams before the first batch: the same batch again
+        dm.collector.shutdown(close_env=False)
+        dm._make_collector()
+        batches = iter(TrialBatches(dm, iterations=3))
+        again = next(batches)
+        assert torch.equal(first["observation"][:, 0], again["observation"][:, 0])  # the same mazes and starts
+        engines = [p for p in all_engines() if p not in others]
+        assert len(engines) == 2
+        os.kill(engines[0], signal.SIGKILL)
+        after_kill = dm.state_dict()
+        second = next(batches)  # the worker dies with its engine; new workers collect the batch
+        assert second.shape == (2, 4) and second["valid"].any()
+        replay_state = dm.state_dict()
+        assert all(
+            not torch.equal(a["tasks"], b["tasks"]) for a, b in zip(after_kill["workers"], replay_state["workers"])
+        )  # the streams went on past the re-collected batch
+        assert len([p for p in all_engines() if p not in others]) == 2
+    finally:
+        dm.teardown()
+    import time
+
+    for _ in range(50):  # engines of closed workers exit shortly after
+        if not [p for p in all_engines() if p not in others]:
+            break
+        time.sleep(0.1)
+    assert [p for p in all_engines() if p not in others] == []
+
+
 def test_downsample_is_the_4x4_block_mean_scaled_to_unit_range():
     from rl2_lightning.envs.maze.doom import downsample
 

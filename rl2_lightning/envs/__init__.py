@@ -90,6 +90,7 @@ def make_trial_env(
         source = FixedTasks(sim.task_set() if family == "maze" else load_task_set(sim.setting, task_set))
     sim.seed(derive_seed(seed, "train" if task_set is None else task_set, "dynamics", rank, worker))
     env = TrialEnv(sim, source, episodes_per_trial, trials_per_reset, device=sim.device)
+    env.worker = worker
     return TransformedEnv(env, InitTracker()) if init_tracker else env
 
 

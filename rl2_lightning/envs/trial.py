@@ -137,6 +137,23 @@ class SimulatorEnv(EnvBase):
         self.full_done_spec = Composite(
             done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=device
         )
+        #: index of this env among a rank's env processes (set by make_trial_env; see set_rng_state)
+        self.worker = 0
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """The random streams of the dynamics and of the task draws (what a checkpoint keeps).
+
+        Public (not ``_``-prefixed) so that TorchRL's ``ParallelEnv`` forwards the call to its workers.
+        """
+        return {"simulator": self.simulator.generator.get_state(), "tasks": self.task_source.generator.get_state()}
+
+    def set_rng_state(self, state: dict | list[dict]) -> None:
+        """Restore :meth:`rng_state`; given one state per worker (a ``ParallelEnv`` sends every worker the
+        same list), take this worker's."""
+        if isinstance(state, (list, tuple)):
+            state = state[self.worker]
+        self.simulator.generator.set_state(state["simulator"])
+        self.task_source.generator.set_state(state["tasks"])
 
     def _reset_mask(self, tensordict: TensorDictBase | None) -> torch.Tensor:
         """Bool ``[num_envs]``: the envs to reset (all of them when there is no ``_reset`` entry)."""

@@ -11,9 +11,14 @@ frame averaged over 4x4 blocks to 40x30 and scaled to [-1, 1].
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import multiprocessing
 import os
+import signal
 import tempfile
+import threading
+import weakref
 
 import numpy as np
 import torch
@@ -24,12 +29,48 @@ from rl2_lightning.envs.maze.wad import ensure_wad, map_name
 from rl2_lightning.envs.trial import EngineRestarted, TaskSimulator
 
 HORIZONS = {5: 250, 9: 1000}
+#: simulators whose engines are still open: closed when the process exits or, in an env worker, is terminated
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+_ATEXIT_SET = False
 LIVING_REWARD = -0.01  # per tic
 GOAL_REWARD = 1.0
 BUMP_PENALTY = -0.001
 START_TICS = 10  # the engine ignores input for ~8 tics after a map load
 MIN_STEP = 1.0  # map units: a forward step that moves less than this hit a wall
 FORWARD, LEFT, RIGHT = 0, 1, 2
+
+
+def _close_open_simulators() -> None:
+    for sim in list(_OPEN):
+        sim.close()
+
+
+def _on_sigterm(signum, frame) -> None:
+    """In an env worker process: close the engines, then die of SIGTERM as if no handler were set."""
+    _close_open_simulators()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _track(sim: "MazeSimulator") -> None:
+    """Make sure ``sim``'s engines never outlive this process.
+
+    A ViZDoom engine does not notice that its controlling process died, so an engine left open is an
+    orphan that runs until killed by hand. Engines are closed at interpreter exit (also when an env
+    worker ends on an exception) and, in a worker process (TorchRL's ``ParallelEnv`` terminates the
+    other workers when one fails), on SIGTERM — where no other SIGTERM handler is installed.
+    """
+    global _ATEXIT_SET
+    if not _ATEXIT_SET:
+        atexit.register(_close_open_simulators)
+        _ATEXIT_SET = True
+    _OPEN.add(sim)
+    if (
+        multiprocessing.parent_process() is not None
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _launcher() -> str:
@@ -103,6 +144,8 @@ class MazeSimulator(TaskSimulator):
         self._pos = np.zeros((num_envs, 3), dtype=np.float64)  # x, y, angle
         #: per env, the (x, y, angle) of every step of the current trial, for drawing paths
         self.trace: list[list[tuple[float, float, float]]] = [[] for _ in range(num_envs)]
+        self.games = []
+        _track(self)
         self.games = [self._start_game() for _ in range(num_envs)]
 
     @property
@@ -220,6 +263,7 @@ class MazeSimulator(TaskSimulator):
         return torch.from_numpy(self._obs.copy()).to(self.device)
 
     def close(self) -> None:  # noqa: D102
+        _OPEN.discard(self)
         for game in self.games:
             with contextlib.suppress(Exception):
                 game.close()
