@@ -317,6 +317,35 @@ def test_worker_processes_survive_a_killed_engine_and_keep_their_random_streams(
     assert [p for p in all_engines() if p not in others] == []
 
 
+@pytest.mark.maze
+def test_the_thread_pool_steps_the_games_exactly_as_in_turn():
+    """Stepping the games on threads changes nothing: same mazes and actions, same frames, rewards, ends."""
+    pytest.importorskip("vizdoom")
+    from rl2_lightning.envs.maze.doom import MazeSimulator
+
+    actions = torch.randint(3, (40, 3), generator=torch.Generator().manual_seed(0))
+    runs = []
+    for threads in (1, 3):
+        sim = MazeSimulator(3, size=5, pool="heldout", horizon=15, threads=threads)
+        assert (sim._pool is None) == (threads == 1)
+        everyone = torch.ones(3, dtype=torch.bool)
+        sim.set_tasks(sim.task_set()[:3], everyone)
+        sim.reset_episodes(everyone)
+        out = []
+        for a in actions:
+            reward, ended = sim.step(a)
+            out.append((sim.observation(), reward, ended, torch.as_tensor(sim._pos.copy())))
+            if ended.any():
+                sim.reset_episodes(ended)
+        sim.close()
+        runs.append(out)
+    ends = 0
+    for (o1, r1, e1, p1), (o2, r2, e2, p2) in zip(*runs):
+        assert torch.equal(o1, o2) and torch.equal(r1, r2) and torch.equal(e1, e2) and torch.equal(p1, p2)
+        ends += int(e1.sum())
+    assert ends >= 3  # the horizon of 15 steps ended episodes along the way (resets went through the pool too)
+
+
 def test_downsample_is_the_4x4_block_mean_scaled_to_unit_range():
     from rl2_lightning.envs.maze.doom import downsample
 

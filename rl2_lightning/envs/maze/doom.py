@@ -19,6 +19,7 @@ import signal
 import tempfile
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ BUMP_PENALTY = -0.001
 START_TICS = 10  # the engine ignores input for ~8 tics after a map load
 MIN_STEP = 1.0  # map units: a forward step that moves less than this hit a wall
 FORWARD, LEFT, RIGHT = 0, 1, 2
+BUTTONS = [[a == FORWARD, a == LEFT, a == RIGHT] for a in range(3)]  # action -> button states
 
 
 def _close_open_simulators() -> None:
@@ -115,6 +117,9 @@ class MazeSimulator(TaskSimulator):
         pool: ``"train"`` (training stream) or ``"heldout"`` (meta-test set).
         horizon: steps per episode (default 250 for 5x5, 1000 for 9x9, as the paper).
         frame_skip: tics per action.
+        threads: games stepped at once by a thread pool (default: one thread per game, at most one per
+            CPU core; 1 steps them in turn). The engines are separate processes and ViZDoom releases
+            the GIL while they run, so several engines work at the same time.
     """
 
     num_actions = 3
@@ -128,8 +133,14 @@ class MazeSimulator(TaskSimulator):
         horizon: int | None = None,
         frame_skip: int = 4,
         device: torch.device | str = "cpu",
+        threads: int | None = None,
     ):
         super().__init__(num_envs, device)
+        #: threads stepping the games at once (default: one per env, at most one per CPU core; 1: in turn)
+        self.threads = min(num_envs, os.cpu_count() or 1) if threads is None else int(threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="maze") if self.threads > 1 else None
         self.size, self.pool_name = check_size(size), check_pool(pool)
         self.max_episode_steps = int(horizon or HORIZONS[self.size])
         if self.max_episode_steps < 1 or frame_skip < 1:
@@ -232,32 +243,52 @@ class MazeSimulator(TaskSimulator):
             self.trace[i] = []
 
     def reset_episodes(self, mask: torch.Tensor) -> None:  # noqa: D102
-        for i in mask.nonzero().flatten().tolist():
+        def reset(i: int) -> None:
             with self._engine(i):
                 self._new_episode(i)
+
+        self._each(reset, mask.nonzero().flatten().tolist())
 
     def step(self, action: torch.Tensor, active: torch.Tensor | None = None):  # noqa: D102
         reward = np.zeros(self.num_envs, dtype=np.float32)
         ended = np.zeros(self.num_envs, dtype=bool)
         acts = action.cpu().numpy()
         todo = range(self.num_envs) if active is None else active.nonzero().flatten().tolist()
-        buttons = [[a == FORWARD, a == LEFT, a == RIGHT] for a in range(3)]
-        for i in todo:
+
+        def step(i: int) -> None:
             game, a = self.games[i], int(acts[i])
             before = self._pos[i, :2].copy()
             with self._engine(i):
-                reward[i] = game.make_action(buttons[a], self.frame_skip)
+                reward[i] = game.make_action(BUTTONS[a], self.frame_skip)
                 finished = game.is_episode_finished()
             self.t[i] += 1
             if finished:  # reached the goal: the engine paid the exit reward
                 ended[i] = True
-                continue
+                return
             self._read(i)
             self.trace[i].append(tuple(self._pos[i]))
             if a == FORWARD and np.hypot(*(self._pos[i, :2] - before)) < MIN_STEP:
                 reward[i] += BUMP_PENALTY
             ended[i] = self.t[i] >= self.max_episode_steps
+
+        self._each(step, list(todo))
         return torch.from_numpy(reward).to(self.device), torch.from_numpy(ended).to(self.device)
+
+    def _each(self, fn, envs: list[int]) -> None:
+        """``fn(i)`` for every env ``i`` of ``envs``: on the thread pool when there is one and more than one env.
+
+        ViZDoom releases the GIL while its engine runs the tics, so the engines (separate processes)
+        work at the same time. Every env's call completes before the first error (e.g.
+        :class:`EngineRestarted`) is raised, so no game is left half-stepped.
+        """
+        if self._pool is None or len(envs) < 2:
+            for i in envs:
+                fn(i)
+            return
+        errors = [f.exception() for f in [self._pool.submit(fn, i) for i in envs]]
+        for err in errors:
+            if err is not None:
+                raise err
 
     def observation(self) -> torch.Tensor:  # noqa: D102
         return torch.from_numpy(self._obs.copy()).to(self.device)
@@ -267,3 +298,5 @@ class MazeSimulator(TaskSimulator):
         for game in self.games:
             with contextlib.suppress(Exception):
                 game.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
