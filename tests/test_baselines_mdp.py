@@ -45,6 +45,24 @@ def test_extended_value_iteration():
     torch.testing.assert_close(Q[0, 0, 1], torch.tensor([7.5, 7.5]))
 
 
+def test_tabularl_extended_value_iteration_accumulates_the_shifts():
+    """By hand, (s=0, a=0) of the two-state MDP (stays in 0, pays 1), L1 slack 0.5, 3 steps.
+
+    Textbook: every step shifts 0.25 from P = (1, 0) onto state 1: rows (0.75, 0.25) -> Q = 1, 2.25, 3.6875.
+    TabulaRL (in place): the last step's shift (all values 0: onto the highest index, state 1) stays in the
+    row, so the rows are (0.75, 0.25), (0.5, 0.5), (0.25, 0.75) -> Q = 1, 2.5, 4.625. Rows that turned
+    one-hot ((0, 1) and state 1's) stay as they were.
+    """
+    R, P = _two_state_mdp()
+    zero, slack = torch.zeros(1, 2, 2), torch.full((1, 2, 2), 0.5)
+    textbook = extended_value_iteration(R, P, zero, slack, 3)
+    tabularl = extended_value_iteration(R, P, zero, slack, 3, accumulate=True)
+    torch.testing.assert_close(textbook[0, :, 0, 0], torch.tensor([3.6875, 2.25, 1.0]))
+    torch.testing.assert_close(tabularl[0, :, 0, 0], torch.tensor([4.625, 2.5, 1.0]))
+    torch.testing.assert_close(tabularl[0, :, 0, 1], torch.tensor([4.0, 2.0, 0.0]))
+    torch.testing.assert_close(tabularl[0, :, 1], textbook[0, :, 1])
+
+
 def _step(policy, state, prev_action, reward, episode_done, init, S=3, A=2):
     td = TensorDict(
         {

@@ -24,7 +24,8 @@ random) on ``Q[h, s]`` during the episode:
   largest ``Q`` of ``num_samples`` sampled MDPs (TabulaRL's ``OptimisticPSRL``);
 * :class:`UCRL2` plans by extended value iteration in the posterior-mean MDP's confidence set, with
   TabulaRL's radii ``scaling * sqrt(4 log(2 S A (t+1) / delta) / n)`` (rewards) and
-  ``scaling * sqrt(4 S log(2 S A (t+1) / delta) / n)`` (L1, transitions), ``t`` the episode index;
+  ``scaling * sqrt(4 S log(2 S A (t+1) / delta) / n)`` (L1, transitions), ``t`` the 1-based episode
+  number; under the ``paper`` prior with TabulaRL's in-place extended value iteration (``accumulate``);
 * :class:`BEB` plans in the mean MDP with the bonus ``beta / (1 + n(s, a))``, ``beta = 2 H^2 scaling``;
 * :class:`EpsilonGreedy` / :class:`Greedy` plan in the mean (MAP) MDP and explore with probability ``epsilon``.
 
@@ -163,18 +164,26 @@ class UCRL2(TabularBaseline):
 
     paper_strength = (1e-5, 1e-4)
 
-    def __init__(self, *args, scaling: float | torch.Tensor = 1.0, delta: float = 0.05, **kwargs):
+    def __init__(
+        self, *args, scaling: float | torch.Tensor = 1.0, delta: float = 0.05, accumulate: bool | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.scaling, self.delta = scaling, delta
+        #: TabulaRL's in-place extended VI (see extended_value_iteration); default: under the paper prior only
+        self.accumulate = self.prior == "paper" if accumulate is None else bool(accumulate)
 
     def plan(self) -> torch.Tensor:  # noqa: D102
         S, A = self.num_states, self.num_actions
         scaling = per_env(self.scaling, self.batch_size, self.counts.device).reshape(-1, 1, 1)
-        log_term = torch.log(2 * S * A * (self.episode.to(torch.float32) + 1) / self.delta).reshape(-1, 1, 1)
+        # TabulaRL's time t is the 1-based episode number; the radii use log(2 S A (t + 1) / delta)
+        t = self.episode.to(torch.float32) + 1
+        log_term = torch.log(2 * S * A * (t + 1) / self.delta).reshape(-1, 1, 1)
         r_slack = scaling * torch.sqrt(4 * log_term / self.reward_n.clamp(min=1))
         p_slack = scaling * torch.sqrt(4 * S * log_term / self.counts.sum(-1).clamp(min=1))
         mean, _ = self.reward_posterior()
-        return extended_value_iteration(mean, self.transition_mean(), r_slack, p_slack, self.horizon)
+        return extended_value_iteration(
+            mean, self.transition_mean(), r_slack, p_slack, self.horizon, accumulate=self.accumulate
+        )
 
 
 class BEB(TabularBaseline):
