@@ -7,7 +7,7 @@ return per episode index within the trial (the curve that shows the agent learni
 and appends the same numbers to ``metatest.csv`` in the run directory. Other ranks do no work.
 For mazes it also logs the paper's Table 3 columns per episode index: ``success_ep{k}``,
 ``length_ep{k}`` (mean length of the successful episodes, ``length_se_ep{k}`` its standard error) and
-``improved`` (share of trials whose second episode is no longer than the first), and, with
+``improved`` (share of trials whose second episode reached the goal no slower than the first), and, with
 ``video_frames > 0``, one held-out trial (the set's first maze) as an animation of the first-person view
 beside the top-down map with the path drawn (``meta_test/trial_video``, TensorBoard's Images tab) and a
 map of the paths of all its episodes (``meta_test/trial_paths``).

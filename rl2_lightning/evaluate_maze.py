@@ -7,8 +7,9 @@ Reached through the evaluation command with a maze preset::
 
 Both policies play one trial on each of the first ``metatest.num_tasks`` held-out mazes (the same mazes,
 in order, ``metatest.batch_size`` engines at a time). Per episode index of the trial: success rate, mean
-length of the successful episodes ± its standard error, and %improved (episode 2 no longer than episode
-1), with the paper's RL² numbers beside ours. Writes into ``out`` (default: ``<run>/evaluate``):
+length of the successful episodes ± its standard error, and %improved (episode 2 reached the goal in no
+more steps than episode 1 took), with the paper's RL² numbers beside ours. Writes into ``out`` (default:
+``<run>/evaluate``):
 
 * ``maze_<n>x<n>.md`` / ``.csv`` — the table;
 * ``maze_<n>x<n>.png`` — success rate and successful-episode length per episode index, both policies
@@ -145,7 +146,7 @@ def to_markdown(rows: list[dict], size: int, n: int, num_tasks: int) -> str:
     lines.append("")
     lines.append(
         f"{num_tasks} held-out mazes ({size}x{size}), one trial each; length: steps of the successful episodes "
-        "(mean ± standard error); %improved: trials whose 2nd episode is no longer than the 1st."
+        "(mean ± standard error); %improved: trials whose 2nd episode reached the goal in no more steps than the 1st."
     )
     return "\n".join(lines)
 

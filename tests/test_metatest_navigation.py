@@ -37,16 +37,18 @@ def test_success_lengths_and_improvement_by_hand():
             [(20, True), (20, True)],  # equal counts as improved
             [(5, True), (8, True)],  # worse
             [(30, False), (12, True)],  # first failed (ran its 30-step horizon), second succeeded
+            [(30, False), (30, False)],  # both failed: equal lengths, but no improvement
+            [(4, True), (3, False)],  # second failed (a trial cut short): not an improvement
         ],
         steps=60,
     )
     m = navigation_metrics(data, 2)
-    assert m["success_ep0"] == pytest.approx(0.75) and m["success_ep1"] == pytest.approx(1.0)
-    assert m["length_ep0"] == pytest.approx((10 + 20 + 5) / 3)
+    assert m["success_ep0"] == pytest.approx(4 / 6) and m["success_ep1"] == pytest.approx(4 / 6)
+    assert m["length_ep0"] == pytest.approx((10 + 20 + 5 + 4) / 4)
     assert m["length_ep1"] == pytest.approx((6 + 20 + 8 + 12) / 4)
     se1 = torch.tensor([6.0, 20, 8, 12]).std().item() / 2
     assert m["length_se_ep1"] == pytest.approx(se1)
-    assert m["improved"] == pytest.approx(3 / 4)
+    assert m["improved"] == pytest.approx(3 / 6)
 
 
 def test_no_success_gives_nan_lengths():
