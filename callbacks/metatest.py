@@ -65,7 +65,7 @@ class MetaTestCallback(Callback):
         baselines: bool = True,
         batch_size: int | None = None,
         episodes_per_trial: int | None = None,
-        video_frames: int = 400,
+        video_frames: int = 200,
     ):
         self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, task_set, num_tasks
         self.exploration, self.seed, self.run_dir = EXPLORATION[exploration], seed, run_dir

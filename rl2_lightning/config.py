@@ -84,8 +84,9 @@ class MetaTestConfig:
     #: episodes per meta-test trial (None: as in training); more tests extrapolation
     episodes_per_trial: Optional[int] = None
     #: mazes: log one held-out trial to TensorBoard at each meta-test (animated view beside the map,
-    #: and the paths of every episode), at most this many frames per animation (0: no video)
-    video_frames: int = 400
+    #: and the paths of every episode), at most this many frames per animation (0: no video). Measured:
+    #: a 9x9 animation of 400 frames is 6 MB of event file, so mind the meta-test period on long runs
+    video_frames: int = 200
 
 
 @dataclass
