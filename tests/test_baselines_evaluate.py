@@ -55,3 +55,15 @@ def test_cli_tabular(tmp_path, capsys):
     assert abs(first["greedy_bayes"] - first["random"]) < 0.5
     assert by_key["greedy_bayes"]["mean"] > by_key["random"]["mean"] + 3
     assert "tabular_n3" in capsys.readouterr().out
+
+
+def test_spread_replays_a_method_over_seeds_and_a_grid():
+    """ε = 1 is the random policy (n/2 in expectation); greedier play scores higher; seeds change the run only."""
+    from rl2_lightning.baselines.spread import heldout_scores
+
+    scores = heldout_scores("bandit_k5_n10", "egreedy", "epsilon", [0.0, 1.0], [0, 1, 0])
+    (g0, _), (g1, _), (g0_again, _) = scores[0.0]
+    (r0, ci), _, _ = scores[1.0]
+    assert abs(r0 - 5.0) <= ci + 0.05  # uniform play on the 1000 held-out tasks: about n * mean(p)
+    assert g0 > r0 + 1.0
+    assert g0 == g0_again and g0 != g1  # seed 0 twice is the same run; seed 1 another

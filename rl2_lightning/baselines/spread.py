@@ -42,9 +42,7 @@ def heldout_scores(
         for seed in seeds:
             env.base_env.simulator.seed(derive_seed(seed, "heldout", "dynamics"))
             torch.manual_seed(derive_seed(seed, "spread", method))
-            policy = make_baseline(setting_kwargs, n, method, prior, **hparams) if family == "tabular" else (
-                make_baseline(setting_kwargs, n, method, **hparams)
-            )
+            policy = make_baseline(setting_kwargs, n, method, prior, **hparams)  # bandits ignore the prior
             totals = episode_returns(play_trials(env, policy, env.base_env.trial_steps), n).sum(-1)
             out.setdefault(value, []).append(mean_ci95(totals))
     env.close()
