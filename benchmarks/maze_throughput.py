@@ -109,18 +109,18 @@ def inprocess_collector_rate(size: int, envs: int, batches: int = 3) -> float:
     return rate
 
 
-def collector_rate(size: int, workers: int, batches: int = 3) -> float:
+def collector_rate(size: int, workers: int, games: int = 1, batches: int = 3) -> float:
     import functools
 
     from torchrl.collectors import Collector
     from torchrl.envs import InitTracker, ParallelEnv, TransformedEnv
 
-    make = functools.partial(make_trial_env, "maze", 1, 2, size=size, init_tracker=False)
+    make = functools.partial(make_trial_env, "maze", games, 2, size=size, init_tracker=False)
     makers = [functools.partial(make, worker=w) for w in range(workers)]
     env = TransformedEnv(ParallelEnv(workers, makers), InitTracker())
     trial_steps = 2 * HORIZONS[size]  # padded trial length of 2 episodes
     collector = Collector(
-        env, None, frames_per_batch=workers * trial_steps, total_frames=-1, reset_at_each_iter=True,
+        env, None, frames_per_batch=workers * games * trial_steps, total_frames=-1, reset_at_each_iter=True,
         split_trajs=False, auto_register_policy_transforms=False,
     )
     it = iter(collector)
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 2, 8])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="collector worker processes")
+    parser.add_argument("--games-per-worker", type=int, nargs="+", default=[1], help="games in each worker")
     args = parser.parse_args()
     torch.set_num_threads(1)
     raw = raw_rate(args.size, args.seconds)
@@ -155,9 +156,11 @@ def main() -> None:
         print(f"| TrialEnv + InitTracker | {envs} | {trial:,.0f} | {trial / raw:.0%} |")
         rate = inprocess_collector_rate(args.size, envs)
         print(f"| Collector(TrialEnv), in process | {envs} | {rate:,.0f} | {rate / raw:.0%} |")
-    for workers in args.workers:
-        rate = collector_rate(args.size, workers)
-        print(f"| Collector(ParallelEnv), {workers} worker(s) | {workers} | {rate:,.0f} | {rate / raw:.0%} |")
+    for games in args.games_per_worker:
+        for workers in args.workers:
+            rate = collector_rate(args.size, workers, games)
+            label = f"Collector(ParallelEnv), {workers} worker(s) x {games} game(s)"
+            print(f"| {label} | {workers * games} | {rate:,.0f} | {rate / raw:.0%} |")
 
 
 if __name__ == "__main__":
