@@ -197,18 +197,17 @@ def test_fps_and_frames_are_logged_against_frames(tmp_path):
 @pytest.mark.maze
 def test_maze_run_with_two_env_worker_processes(tmp_path):
     pytest.importorskip("vizdoom")
-    cfg = compose_cfg(
-        [
-            "conf=maze_5x5",
-            f"runs_dir={tmp_path}",
-            "env.num_envs=2",
-            "env.workers=2",
-            "env.horizon=6",
-            "metatest.num_tasks=2",
-            "metatest.batch_size=2",
-            "trainer.max_epochs=1",
-        ]
-    )
+    cfg_overrides = [
+        "conf=maze_5x5",
+        f"runs_dir={tmp_path}",
+        "env.num_envs=2",
+        "env.workers=2",
+        "env.horizon=6",
+        "metatest.num_tasks=2",
+        "metatest.batch_size=2",
+        "metatest.video_frames=0",
+    ]
+    cfg = compose_cfg([*cfg_overrides, "trainer.max_epochs=1"])
 
     class Keep(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -225,3 +224,18 @@ def test_maze_run_with_two_env_worker_processes(tmp_path):
     hidden = batch["recurrent_state_actor"].flatten(2).norm(dim=-1)
     assert (hidden[:, 0] == 0).all() and (hidden[:, 1:][batch["valid"][:, 1:].squeeze(-1)] > 0).all()
     assert not torch.equal(batch["observation"][0, 0], batch["observation"][1, 0])  # workers' own tasks
+    # the checkpoint holds each worker's random streams, and a resumed run starts from exactly those
+    ckpt = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["TrialDataModule"]["workers"]
+    assert len(saved) == 2 and not torch.equal(saved[0]["tasks"], saved[1]["tasks"])
+
+    class AtStart(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.state = trainer.datamodule.state_dict()["workers"]
+
+    at_start = AtStart()
+    train(compose_cfg([*cfg_overrides, "trainer.max_epochs=2", f"ckpt_path={ckpt}"]), extra_callbacks=[at_start])
+    for restored, kept in zip(at_start.state, saved):
+        assert torch.equal(restored["tasks"], kept["tasks"]) and torch.equal(restored["simulator"], kept["simulator"])
+    with pytest.raises(ValueError, match="env.workers=2, but the config has 1"):  # resume with other workers
+        train(compose_cfg([*cfg_overrides, "env.workers=1", "trainer.max_epochs=2", f"ckpt_path={ckpt}"]))
