@@ -73,9 +73,9 @@ def evaluate_maze(cfg: DictConfig, module=None, out_dir: str | Path | None = Non
             env.append_transform(primer.clone())
         return env
 
-    policies = {"rl2": module.actor} if module is not None else {}
-    policies["random"] = RandomPolicy(3)
     env, one = make(batch), make(1)
+    policies = {"rl2": module.actor} if module is not None else {}
+    policies["random"] = RandomPolicy(env.base_env.simulator.num_actions)
     tasks = env.base_env.task_source.tasks[:num_tasks]
     rows, media = [], {}
     out = Path(out_dir) if out_dir is not None else None

@@ -193,8 +193,9 @@ def write_config(setting: str, result: dict, command: str, num_tasks: int, seed:
     run = {"methods": tuned, "num_tasks": num_tasks, "seed": seed, "command": command}
     if priors:
         run["priors"] = ", ".join(priors)
-    same = lambda r: r["methods"] == tuned and r.get("priors", ", ".join(PRIORS)) == run.get("priors", ", ".join(PRIORS))
-    runs = [r for r in old.get("tuning", {}).get("runs", []) if not same(r)]
+    every = ", ".join(PRIORS)  # runs recorded without "priors" tuned under all of them
+    replaced = (tuned, run.get("priors", every))
+    runs = [r for r in old.get("tuning", {}).get("runs", []) if (r["methods"], r.get("priors", every)) != replaced]
     runs.append(run)
     cfg = {
         "setting": setting,
