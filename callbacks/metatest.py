@@ -30,7 +30,7 @@ from torchrl.envs.utils import ExplorationType
 
 from rl2_lightning.config import env_kwargs
 from rl2_lightning.envs import FixedTasks, make_trial_env
-from rl2_lightning.metatest import episode_returns, navigation_metrics, play_trials, summarize
+from rl2_lightning.metatest import navigation_metrics, play_task_set, summarize
 
 EXPLORATION = {"random": ExplorationType.RANDOM, "mode": ExplorationType.DETERMINISTIC}
 
@@ -106,19 +106,13 @@ class MetaTestCallback(Callback):
         """Per-episode returns of ``policy`` on the task set, with the evaluation's own seeds."""
         if self.env is None:
             self._build(pl_module)
-        base = self.env.base_env
-        base.task_source = FixedTasks(self.tasks)  # the same tasks, in the same order, every time
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        returns, steps = [], []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
-            base.simulator.seed(self.seed)
-            for _ in range(-(-self.num_tasks // self.batch_size)):  # batches of trials, in task order
-                rollout = play_trials(self.env, policy, base.trial_steps, self.exploration)
-                returns.append(episode_returns(rollout, self.episodes_per_trial))
-                steps.append(rollout.select("episode_index", "valid", ("next", "reward")))
-        self.steps = torch.cat(steps)[: self.num_tasks]
-        return torch.cat(returns)[: self.num_tasks]
+            self.env.base_env.simulator.seed(self.seed)
+            # the same tasks, in the same order, every time
+            returns, self.steps = play_task_set(self.env, policy, self.tasks, self.exploration)
+        return returns
 
     @torch.no_grad()
     def evaluate_baselines(self, pl_module: LightningModule) -> dict[str, torch.Tensor]:

@@ -33,27 +33,9 @@ from rl2_lightning.baselines.common import RandomPolicy
 from rl2_lightning.config import env_kwargs
 from rl2_lightning.envs import FixedTasks, make_trial_env
 from rl2_lightning.envs.tasks import derive_seed
-from rl2_lightning.metatest import PAPER_TABLE3, episode_returns, mean_ci95, navigation_metrics, play_trials
+from rl2_lightning.metatest import PAPER_TABLE3, mean_ci95, navigation_metrics, play_task_set
 
 NAMES = {"rl2": "RL²", "random": "Random"}
-
-
-def play_mazes(env, policy, tasks: list, seed: int) -> tuple[torch.Tensor, dict]:
-    """One trial of ``policy`` per maze of ``tasks`` (in batches of the env's size).
-
-    Returns the per-episode returns ``[len(tasks), n]`` and the rollout keys the navigation metrics use.
-    """
-    base = env.base_env
-    base.task_source = FixedTasks(tasks)
-    base.simulator.seed(derive_seed(seed, "heldout", "dynamics"))
-    n = base.episodes_per_trial
-    returns, steps = [], []
-    with set_exploration_type(ExplorationType.RANDOM):
-        for _ in range(-(-len(tasks) // env.batch_size[0])):
-            rollout = play_trials(env, policy, base.trial_steps)
-            returns.append(episode_returns(rollout, n))
-            steps.append(rollout.select("episode_index", "valid", ("next", "reward")))
-    return torch.cat(returns)[: len(tasks)], torch.cat(steps)[: len(tasks)]
 
 
 def evaluate_maze(cfg: DictConfig, module=None, out_dir: str | Path | None = None, verbose: bool = True) -> list[dict]:
@@ -83,7 +65,8 @@ def evaluate_maze(cfg: DictConfig, module=None, out_dir: str | Path | None = Non
         for key, policy in policies.items():
             start = time.perf_counter()
             torch.manual_seed(derive_seed(cfg.seed, "evaluate", key))
-            returns, steps = play_mazes(env, policy, tasks, cfg.seed)
+            env.base_env.simulator.seed(derive_seed(cfg.seed, "heldout", "dynamics"))
+            returns, steps = play_task_set(env, policy, tasks, ExplorationType.RANDOM)
             mean, ci = mean_ci95(returns.sum(-1))
             rows.append(
                 {

@@ -44,6 +44,26 @@ def episode_returns(rollout: TensorDictBase, episodes_per_trial: int) -> torch.T
     return out.scatter_add_(1, index.clamp(max=episodes_per_trial - 1), reward * keep)
 
 
+def play_task_set(
+    env: EnvBase, policy, tasks: TensorDictBase, exploration: ExplorationType = ExplorationType.RANDOM
+) -> tuple[torch.Tensor, TensorDictBase]:
+    """One trial of ``policy`` on each task of ``tasks``, in order, ``env.batch_size[0]`` trials at a time.
+
+    Sets the trial env's task source to ``tasks``. Returns the per-episode returns ``[len(tasks), n]`` and
+    the steps' ``episode_index``, ``valid`` and reward (what :func:`navigation_metrics` reads).
+    """
+    from rl2_lightning.envs import FixedTasks
+
+    base = getattr(env, "base_env", env)
+    base.task_source = FixedTasks(tasks)
+    returns, steps = [], []
+    for _ in range(-(-len(tasks) // env.batch_size[0])):
+        rollout = play_trials(env, policy, base.trial_steps, exploration)
+        returns.append(episode_returns(rollout, base.episodes_per_trial))
+        steps.append(rollout.select("episode_index", "valid", ("next", "reward")))
+    return torch.cat(returns)[: len(tasks)], torch.cat(steps)[: len(tasks)]
+
+
 def mean_ci95(x: torch.Tensor) -> tuple[float, float]:
     """Mean and half-width of the normal-approximation 95% confidence interval of a sample."""
     x = x.double().flatten()
