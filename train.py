@@ -10,9 +10,10 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    train(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the last meta-test's trial return (what a sweeper maximises)."""
+    summary = train(cfg)["metatest"]
+    return summary["trial_return"] if summary else None
 
 
 if __name__ == "__main__":

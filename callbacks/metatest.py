@@ -21,6 +21,7 @@ Gittins or OPSRL as it learns.
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import torch
@@ -81,6 +82,9 @@ class MetaTestCallback(Callback):
         self.steps: TensorDictBase | None = None
         #: per-episode mean returns of each baseline on the same tasks (computed once per run)
         self.baseline_curves: dict[str, torch.Tensor] | None = None
+        #: wall-clock of this process's fit and the part of it spent in meta-tests (for ``metatest.csv``)
+        self._fit_start: float | None = None
+        self._metatest_seconds = 0.0
 
     def _build(self, pl_module: LightningModule) -> None:
         cfg = pl_module.env_cfg
@@ -174,12 +178,17 @@ class MetaTestCallback(Callback):
                 env.close()
         self.env = self.video_env = None
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        self._fit_start, self._metatest_seconds = time.perf_counter(), 0.0
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        # the last epoch, also when the run stops early (max_time, a signal): its score is the run's result
+        last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
         if not ((trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch):
             return
         if not trainer.is_global_zero:
             return
+        started = time.perf_counter()
         returns = self.evaluate(pl_module)
         curves = self.evaluate_baselines(pl_module)
         summary = summarize(returns)
@@ -197,7 +206,11 @@ class MetaTestCallback(Callback):
                 experiment.add_figure("meta_test/return_per_episode", fig, global_step=frames)
             if pl_module.env_cfg["family"] == "maze" and self.video_frames and hasattr(experiment, "add_image"):
                 self.log_trial_media(experiment, pl_module, frames)
-        self._append_csv(trainer, frames, summary)
+        now = time.perf_counter()
+        self._metatest_seconds += now - started
+        wall = now - (self._fit_start or started)
+        timing = {"wall_s": wall, "train_s": wall - self._metatest_seconds}
+        self._append_csv(trainer, frames, {**summary, **timing})
 
     def figure(self, returns: torch.Tensor, baselines: dict[str, torch.Tensor] | None = None):
         """Mean return of each episode index within the trial (95% CI band), baselines dashed."""

@@ -43,6 +43,10 @@ class ModelConfig:
     hidden_size: int = 256
     embed_size: int = 256
     shared_trunk: bool = False
+    #: LayerNorm on the memory's input and output
+    layer_norm: bool = False
+    #: "default" (PyTorch's) or "orthogonal" (gain sqrt 2 in the trunk, 0.01 policy head, 1 value head)
+    init: str = "default"
 
 
 @dataclass
@@ -57,10 +61,14 @@ class AlgoConfig:
     #: minibatches per epoch, taken along the trial axis
     minibatches: int = 4
     entropy_coeff: float = 0.01
+    #: decay entropy_coeff linearly to this value over trainer.max_epochs (None: constant)
+    entropy_coeff_final: Optional[float] = None
     critic_coeff: float = 1.0
     actor_lr: float = 3e-4
     critic_lr: float = 1e-4
     max_grad_norm: float = 0.5
+    #: "joint": one norm over all parameters; "separate": the actor's and the critic's each clipped
+    grad_clip: str = "joint"
     normalize_advantage: bool = True
     #: "constant" or "linear" (decays to 0 over trainer.max_epochs)
     lr_schedule: str = "constant"
@@ -106,6 +114,8 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_model_summary: bool = False
     num_sanity_val_steps: int = 0
+    #: wall-clock limit of the run, "DD:HH:MM:SS" (None: none); the run stops cleanly and checkpoints
+    max_time: Optional[str] = None
     #: set by train() to the run directory
     default_root_dir: Optional[str] = None
 
@@ -140,6 +150,8 @@ def register_configs() -> None:
 CHOICES = {
     "env.family": ("bandit", "tabular", "riverswim", "maze"),
     "model.architecture": ("gru", "mlp"),
+    "model.init": ("default", "orthogonal"),
+    "algo.grad_clip": ("joint", "separate"),
     "algo.lr_schedule": ("constant", "linear"),
     "metatest.task_set": ("heldout", "tuning"),
     "metatest.exploration": ("random", "mode"),
@@ -186,8 +198,8 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value!r} is not allowed; it must be in [0, 1]")
     if cfg.metatest.video_frames < 0:
         raise ValueError(f"metatest.video_frames={cfg.metatest.video_frames} is not allowed; it must be >= 0 (0: no video)")
-    if cfg.algo.entropy_coeff < 0 or cfg.algo.critic_coeff < 0:
-        raise ValueError("algo.entropy_coeff and algo.critic_coeff must be >= 0")
+    if cfg.algo.entropy_coeff < 0 or cfg.algo.critic_coeff < 0 or (cfg.algo.entropy_coeff_final or 0) < 0:
+        raise ValueError("algo.entropy_coeff, algo.entropy_coeff_final and algo.critic_coeff must be >= 0")
     if cfg.env.workers < 1 or cfg.env.num_envs % cfg.env.workers:
         raise ValueError(
             f"env.workers={cfg.env.workers} is not allowed; it must be >= 1 and divide env.num_envs={cfg.env.num_envs}"

@@ -122,3 +122,34 @@ def navigation_metrics(rollout: TensorDictBase, episodes_per_trial: int) -> dict
     if episodes_per_trial >= 2:
         out["improved"] = ((lengths[1] <= lengths[0]) & successes[1]).double().mean().item()
     return out
+
+
+#: the benchmark's levels: shares of the gap from the random policy to the strongest baseline
+GAP_FRACTIONS = (0.5, 0.8, 0.9, 0.95, 1.0)
+
+
+def level_crossings(
+    frames: list[float],
+    seconds: list[float],
+    scores: list[float],
+    low: float,
+    high: float,
+    fractions: tuple[float, ...] = GAP_FRACTIONS,
+) -> list[dict[str, float | None]]:
+    """When a learning curve first reaches each level ``low + f * (high - low)``.
+
+    ``frames``, ``seconds`` and ``scores`` are the curve's meta-tests in order. For each fraction ``f``
+    returns ``{"fraction", "level", "frames", "seconds"}``: the frames and seconds of the first meta-test
+    scoring at or above the level (no interpolation between meta-tests), or ``None`` if none did.
+    """
+    out = []
+    for f in fractions:
+        level = low + f * (high - low)
+        hit = next((i for i, s in enumerate(scores) if s >= level), None)
+        out.append({
+            "fraction": f,
+            "level": level,
+            "frames": None if hit is None else frames[hit],
+            "seconds": None if hit is None else seconds[hit],
+        })
+    return out

@@ -49,7 +49,7 @@ def check_checkpoint(path: Path, cfg: DictConfig) -> None:
     except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
         raise ValueError(f"ckpt_path={str(path)!r} is not a readable Lightning checkpoint ({type(err).__name__})") from None
     for group in ("model", "env"):
-        for key, value in OmegaConf.to_container(cfg[group]).items():
+        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
             if group == "env" and key == "num_envs":
                 continue  # the batch size may change on resume
             if hparams.get(group, {}).get(key, value) != value:
@@ -85,12 +85,12 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         torch.set_num_threads(cfg.threads)
     ckpt_path, run_dir = resolve_run(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    env_cfg = OmegaConf.to_container(cfg.env)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     datamodule = TrialDataModule(env_cfg, cfg.seed, cfg.trainer.limit_train_batches)
     module = RL2Module(
         env=env_cfg,
-        model=OmegaConf.to_container(cfg.model),
-        algo=OmegaConf.to_container(cfg.algo),
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        algo=OmegaConf.to_container(cfg.algo, resolve=True),
         max_epochs=cfg.trainer.max_epochs,
     )
     callbacks: list[L.Callback] = [
@@ -98,7 +98,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     ]
     metatest = None
     if cfg.metatest.enabled:
-        mt = OmegaConf.to_container(cfg.metatest)
+        mt = OmegaConf.to_container(cfg.metatest, resolve=True)
         mt.pop("enabled")
         metatest = MetaTestCallback(**mt, run_dir=str(run_dir))
         callbacks.append(metatest)

@@ -1,0 +1,165 @@
+"""The recipe's switches (issue: fast RL²): each changes what it claims, on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torchrl.modules import set_recurrent_mode
+from trainkit import compose_cfg
+
+from rl2_lightning.envs import make_trial_env
+from rl2_lightning.metatest import level_crossings
+from rl2_lightning.models import make_agent
+from rl2_lightning.module import RL2Module
+
+
+def tiny_env():
+    return make_trial_env("tabular", 4, 2, seed=3, episode_steps=3)
+
+
+def rollout_of(agent, env):
+    for primer in agent.primers:
+        env.append_transform(primer)
+    torch.manual_seed(0)
+    return env.rollout(6, agent.actor, break_when_any_done=False)
+
+
+def test_layer_norm_normalises_the_memory_input_and_output():
+    env = tiny_env()
+    agent = make_agent(env, hidden_size=16, embed_size=16, layer_norm=True)
+    assert sum(isinstance(m, nn.LayerNorm) for m in agent.actor.modules()) == 2
+    assert sum(isinstance(m, nn.LayerNorm) for m in agent.critic.modules()) == 2
+    rollout = rollout_of(agent, env)
+    for key in ("embed_actor", "features_actor"):  # zero mean, unit variance per step (affine starts at 1, 0)
+        x = rollout[key]
+        torch.testing.assert_close(x.mean(-1), torch.zeros(x.shape[:-1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(x.var(-1, unbiased=False), torch.ones(x.shape[:-1]), atol=1e-2, rtol=0)  # eps=1e-5
+    # the GRU's own output is not normalised: LayerNorm sits after it
+    assert not torch.allclose(rollout["memory_actor"].mean(-1), torch.zeros(rollout.shape), atol=1e-3)
+    # recurrent mode over the trial replays the collected logits
+    with torch.no_grad(), set_recurrent_mode(True):
+        torch.testing.assert_close(agent.actor(rollout.clone())["logits"], rollout["logits"])
+
+
+def test_without_layer_norm_there_is_none():
+    agent = make_agent(tiny_env(), hidden_size=16, embed_size=16)
+    assert not any(isinstance(m, nn.LayerNorm) for m in agent.actor.modules())
+
+
+def test_orthogonal_init_gives_orthogonal_blocks_zero_biases_and_a_small_policy_head():
+    torch.manual_seed(0)
+    agent = make_agent(tiny_env(), hidden_size=16, embed_size=16, init="orthogonal")
+    gru = next(m for m in agent.actor.modules() if isinstance(m, nn.GRU))
+    for block in gru.weight_hh_l0.detach().chunk(3, 0):  # each gate's recurrent matrix is orthogonal
+        torch.testing.assert_close(block @ block.T, torch.eye(16), atol=1e-5, rtol=0)
+    assert all((b == 0).all() for n, b in gru.named_parameters() if n.startswith("bias"))
+    linears = [m for m in agent.actor.modules() if isinstance(m, nn.Linear)]
+    encoder, head = linears[0], linears[-1]
+    w = encoder.weight.detach()  # [16, 17]: orthonormal rows scaled by sqrt(2)
+    torch.testing.assert_close(w @ w.T, 2 * torch.eye(16), atol=1e-5, rtol=0)
+    hw = head.weight.detach()  # [5, 16], gain 0.01: rows orthogonal with norm 0.01
+    torch.testing.assert_close(hw @ hw.T, 1e-4 * torch.eye(5), atol=1e-7, rtol=0)
+    value_head = [m for m in agent.critic.modules() if isinstance(m, nn.Linear)][-1]
+    assert value_head.weight.norm().item() == pytest.approx(1.0, abs=1e-5)
+    # PyTorch's default init is not orthogonal
+    torch.manual_seed(0)
+    default = make_agent(tiny_env(), hidden_size=16, embed_size=16)
+    gru = next(m for m in default.actor.modules() if isinstance(m, nn.GRU))
+    block = gru.weight_hh_l0.detach()[:16]
+    assert not torch.allclose(block @ block.T, torch.eye(16), atol=1e-2)
+
+
+def test_unknown_init_is_rejected():
+    with pytest.raises(ValueError, match="model.init"):
+        make_agent(tiny_env(), init="xavier")
+
+
+def module_for(overrides):
+    cfg = compose_cfg(overrides)
+    return RL2Module(
+        OmegaConf.to_container(cfg.env), OmegaConf.to_container(cfg.model),
+        OmegaConf.to_container(cfg.algo), max_epochs=5,
+    )
+
+
+def test_entropy_coefficient_decays_linearly_to_its_final_value():
+    module = module_for(["algo.entropy_coeff=0.05", "algo.entropy_coeff_final=0.01"])
+    assert [module.entropy_coeff_at(e) for e in range(6)] == pytest.approx([0.05, 0.04, 0.03, 0.02, 0.01, 0.01])
+    constant = module_for(["algo.entropy_coeff=0.05"])
+    assert [constant.entropy_coeff_at(e) for e in range(5)] == pytest.approx([0.05] * 5)
+
+
+def test_entropy_decay_reaches_the_loss_during_training(tmp_path):
+    from rl2_lightning.train import train
+
+    cfg = compose_cfg(["conf=bandit_k5_n10", f"runs_dir={tmp_path}", "algo.entropy_coeff=0.05",
+                       "algo.entropy_coeff_final=0.0", "trainer.max_epochs=3", "metatest.enabled=false"])
+    out = train(cfg)
+    assert float(out["module"].loss_module.entropy_coeff) == pytest.approx(0.0)  # set at the last epoch's start
+
+
+def grads_after_clip(clip: str, max_norm: float):
+    module = module_for([f"algo.grad_clip={clip}", f"algo.max_grad_norm={max_norm}"])
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer[0][0] if isinstance(optimizer, tuple) else optimizer
+    torch.manual_seed(0)
+    for group, scale in zip(optimizer.param_groups, (0.01, 10.0)):  # a small actor and a large critic gradient
+        for p in group["params"]:
+            p.grad = torch.randn_like(p) * scale
+
+    # Lightning's clip_gradients needs a trainer; on one device it is this clip_grad_norm_ over all groups
+    module.clip_gradients = lambda opt, gradient_clip_val, gradient_clip_algorithm: torch.nn.utils.clip_grad_norm_(
+        [p for g in opt.param_groups for p in g["params"]], gradient_clip_val
+    )
+    before = {i: torch.nn.utils.get_total_norm([p.grad for p in g["params"]]).item() for i, g in enumerate(optimizer.param_groups)}
+    norms = module._clip_gradients(optimizer)
+    after = {i: torch.nn.utils.get_total_norm([p.grad for p in g["params"]]).item() for i, g in enumerate(optimizer.param_groups)}
+    return before, after, {k: v.item() for k, v in norms.items()}
+
+
+def test_separate_clipping_gives_each_network_its_own_norm():
+    before, after, norms = grads_after_clip("separate", 0.5)
+    assert before[0] < 0.5 < before[1]
+    assert after[0] == pytest.approx(before[0])  # the actor's small gradient is untouched
+    assert after[1] == pytest.approx(0.5, rel=1e-4)  # the critic's is clipped to the max norm
+    assert norms["train/grad_norm_critic"] == pytest.approx(before[1])
+
+
+def test_joint_clipping_lets_the_critic_shrink_the_actor_step():
+    before, after, norms = grads_after_clip("joint", 0.5)
+    total = (before[0] ** 2 + before[1] ** 2) ** 0.5
+    assert norms["train/grad_norm"] == pytest.approx(total)
+    assert after[0] == pytest.approx(before[0] * 0.5 / total, rel=1e-4)  # scaled down with the critic
+
+
+def test_level_crossings_on_a_synthetic_curve():
+    frames = [100, 200, 300, 400, 500]
+    seconds = [10.0, 20.0, 30.0, 40.0, 50.0]
+    scores = [50.0, 62.0, 58.0, 75.0, 79.0]  # a dip after a first crossing must not move it
+    rows = level_crossings(frames, seconds, scores, low=50.0, high=80.0)
+    # levels: 50% 65.0, 80% 74.0, 90% 77.0, 95% 78.5, 100% 80.0
+    assert [r["level"] for r in rows] == pytest.approx([65.0, 74.0, 77.0, 78.5, 80.0])
+    assert [r["frames"] for r in rows] == [400, 400, 500, 500, None]
+    assert [r["seconds"] for r in rows] == [40.0, 40.0, 50.0, 50.0, None]
+    # a score exactly at the level counts as reached
+    assert level_crossings([1, 2], [1.0, 2.0], [60.0, 65.0], 50.0, 80.0, fractions=(0.5,))[0]["frames"] == 2
+
+
+@pytest.mark.parametrize("sweep", ["bandit_k10_n100", "tabular_n10"])
+def test_sweep_configs_compose_with_the_optuna_sweeper(sweep):
+    from hydra import compose, initialize_config_dir
+    from trainkit import ROOT
+
+    from rl2_lightning.config import register_configs, validate
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    assert cfg.experiment == sweep
+    assert cfg.metatest.task_set == "tuning"  # recipes are chosen on the tuning set only
+    assert "OptunaSweeper" in cfg.hydra.sweeper._target_
+    params = cfg.hydra.sweeper.params
+    assert "algo.actor_lr" in params and "model.hidden_size" in params
+    validate(cfg)
