@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from rl2_lightning.config import register_configs
+from rl2_lightning.errors import one_line_errors
 from rl2_lightning.train import train
 
 register_configs()
@@ -12,9 +13,11 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the last meta-test's trial return (what a sweeper maximises)."""
-    summary = train(cfg)["metatest"]
+    with one_line_errors(remove_stub=True):
+        summary = train(cfg)["metatest"]
     return summary["trial_return"] if summary else None
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():  # errors Hydra raises before main() runs, e.g. an unusable runs_dir
+        main()

@@ -1,5 +1,6 @@
 """Lightning callbacks of rl2-lightning."""
 
 from callbacks.metatest import MetaTestCallback
+from callbacks.stop import GracefulStop, TrainingStopped
 
-__all__ = ["MetaTestCallback"]
+__all__ = ["GracefulStop", "MetaTestCallback", "TrainingStopped"]

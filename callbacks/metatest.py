@@ -178,8 +178,23 @@ class MetaTestCallback(Callback):
                 env.close()
         self.env = self.video_env = None
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start the clocks; on a resumed run, drop the ``metatest.csv`` rows of epochs the checkpoint
+        does not hold (a kill between an epoch's meta-test and its checkpoint), as they run again."""
         self._fit_start, self._metatest_seconds = time.perf_counter(), 0.0
+        path = self._csv_path(trainer)
+        if trainer.is_global_zero and path.exists():
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            keep = [r for r in rows if int(r["epoch"]) < trainer.current_epoch]
+            if len(keep) < len(rows):
+                with path.open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(keep)
+
+    def _csv_path(self, trainer: Trainer) -> Path:
+        return Path(self.run_dir or trainer.default_root_dir) / "metatest.csv"
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         # the last epoch, also when the run stops early (max_time, a signal): its score is the run's result
@@ -238,7 +253,7 @@ class MetaTestCallback(Callback):
         return fig
 
     def _append_csv(self, trainer: Trainer, frames: int, summary: dict[str, float]) -> None:
-        path = Path(self.run_dir or trainer.default_root_dir) / "metatest.csv"
+        path = self._csv_path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         row = {"epoch": trainer.current_epoch, "frames": frames, **summary}
         new = not path.exists()

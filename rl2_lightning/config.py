@@ -8,6 +8,7 @@ naming the key. Checks of allowed values that types cannot express live in :func
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -143,8 +144,12 @@ class TrainConfig:
 
 
 def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore (``conf/train.yaml`` extends ``train_schema``)."""
+    """Register the schema with Hydra's ConfigStore (``conf/train.yaml`` extends ``train_schema``) and
+    the resolvers the config uses."""
+    from rl2_lightning.runs import register_resolvers
+
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    register_resolvers()
 
 
 CHOICES = {
@@ -211,6 +216,18 @@ def validate(cfg: DictConfig) -> None:
             f"algo.minibatches={cfg.algo.minibatches} is not allowed; it must be <= env.num_envs={cfg.env.num_envs} "
             "(minibatches are taken along the trial axis)"
         )
+
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "conf"
+
+
+def check_preset(overrides: list[str]) -> None:
+    """One-line error for ``conf=<name>`` when ``conf/conf/<name>.yaml`` does not exist."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key == "conf" and not (PRESETS_DIR / f"{value}.yaml").is_file():
+            names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+            raise ValueError(f"conf={value} is not a preset; choose one of: {', '.join(names)}")
 
 
 def env_kwargs(env: EnvConfig | DictConfig) -> dict[str, Any]:

@@ -159,8 +159,11 @@ class TrialDataModule(LightningDataModule):
         """The collector is built here, once the module sits on its device, so it runs the module's own actor."""
         if self.collector is None:
             self._make_collector()
+        # Its own generator: a DataLoader draws a base seed from the generator at every iter(), which would
+        # move torch's global stream when Lightning restarts an epoch (a run resumed mid-epoch).
         return DataLoader(
-            TrialBatches(self, self.iterations_per_epoch), batch_size=None, num_workers=0, collate_fn=_as_is
+            TrialBatches(self, self.iterations_per_epoch), batch_size=None, num_workers=0, collate_fn=_as_is,
+            generator=torch.Generator(),
         )
 
     def teardown(self, stage: str | None = None) -> None:  # noqa: D102

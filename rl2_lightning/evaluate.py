@@ -242,8 +242,9 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
     """
     from hydra import compose, initialize_config_dir
 
-    from rl2_lightning.config import env_kwargs, register_configs, validate
+    from rl2_lightning.config import check_preset, env_kwargs, register_configs, validate
 
+    check_preset(overrides)
     args = dict(a.split("=", 1) for a in overrides if a.split("=", 1)[0] in ("ckpt", "out"))
     rest = [a for a in overrides if a.split("=", 1)[0] not in ("ckpt", "out")]
     register_configs()
@@ -305,4 +306,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    from rl2_lightning.errors import one_line_errors
+
+    with one_line_errors():
+        main()

@@ -84,8 +84,15 @@ class RL2Module(LightningModule):
         return optimizer
 
     # ------------------------------------------------------------------ one iteration
-    def training_step(self, batch: TensorDictBase, batch_idx: int):
-        """Collect (done by the datamodule) -> advantages -> epochs x minibatches -> log."""
+    def training_step(self, dataloader_iter):
+        """Collect (done by the datamodule) -> advantages -> epochs x minibatches -> log.
+
+        The batch is pulled here from the data iterator rather than handed in: Lightning then does not
+        prefetch the next batch, so each batch is collected after the previous update, and a checkpoint
+        between two iterations holds every random stream exactly where that boundary left it (a run
+        stopped mid-epoch resumes bit-identically).
+        """
+        batch, _, _ = next(dataloader_iter)
         data = _trim_padding(batch.to(self.device))
         self._compute_advantages(data)
 
@@ -127,6 +134,7 @@ class RL2Module(LightningModule):
         self.manual_backward(loss)
         self._average_gradients()
         grad_norms = self._clip_gradients(optimizer)
+        self._check_finite(loss, grad_norms)
         optimizer.step()
         zero = torch.zeros((), device=self.device)
         stats = {
@@ -139,6 +147,20 @@ class RL2Module(LightningModule):
             **grad_norms,
         }
         return {k: v.detach() for k, v in stats.items()}
+
+    def _check_finite(self, loss: torch.Tensor, grad_norms: dict[str, torch.Tensor]) -> None:
+        """Stop before a non-finite loss or gradient reaches the parameters (and so any checkpoint).
+
+        Gradients are averaged over ranks before this, so every rank stops at the same update.
+        """
+        norms = torch.stack([loss.detach(), *grad_norms.values()])
+        if not bool(torch.isfinite(norms).all()):
+            loop = self.trainer.fit_loop.epoch_loop
+            raise FloatingPointError(
+                f"non-finite loss or gradient in epoch {self.current_epoch}, iteration {loop.batch_idx + 1} "
+                f"(update {self.global_step + 1}); the run stops with its parameters unchanged, and its "
+                "newest checkpoint is the last good one"
+            )
 
     def _clip_gradients(self, optimizer) -> dict[str, torch.Tensor]:
         """Clip the gradient norm to ``max_grad_norm``: of all parameters together (``grad_clip=joint``),
@@ -213,6 +235,7 @@ class RL2Module(LightningModule):
             {"fps": fps, "trial_return": metrics["train/trial_return"], "frames": float(self.frames)},
             prog_bar=True,
             logger=False,
+            batch_size=1,
         )
 
     def on_train_epoch_start(self) -> None:

@@ -1,11 +1,13 @@
 """``train(cfg)``: build datamodule, module, callbacks, logger and trainer from a config, and fit.
 
 ``train.py`` at the top level is the Hydra entry point; tests compose the config and call
-:func:`train` directly.
+:func:`train` directly. Run directories, checkpoint writing and ``ckpt_path=latest`` live in
+:mod:`rl2_lightning.runs`.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from callbacks import MetaTestCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from callbacks import GracefulStop, MetaTestCallback, TrainingStopped
 from rl2_lightning.config import validate
 from rl2_lightning.datamodule import TrialDataModule
 from rl2_lightning.module import RL2Module
+from rl2_lightning.runs import AtomicCheckpointIO, latest_checkpoint, new_run_dir, read_checkpoint, say, setup_logging
 
 
 def _hydra_output_dir() -> Path | None:
@@ -29,25 +34,9 @@ def _hydra_output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def latest_checkpoint(runs_dir: str | Path, experiment: str) -> Path:
-    """The newest ``last.ckpt`` among the runs of an experiment."""
-    found = sorted(Path(runs_dir, experiment).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"ckpt_path=latest: no run of experiment {experiment!r} has a last.ckpt under {Path(runs_dir, experiment)}"
-        )
-    return found[-1]
-
-
 def check_checkpoint(path: Path, cfg: DictConfig) -> None:
     """Fail early, in one line, on a missing, corrupt or incompatible checkpoint file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(path)!r}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        hparams, _ = ckpt["hyper_parameters"], ckpt["state_dict"]
-    except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        raise ValueError(f"ckpt_path={str(path)!r} is not a readable Lightning checkpoint ({type(err).__name__})") from None
+    hparams = read_checkpoint(path)["hyper_parameters"]
     for group in ("model", "env"):
         for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
             if group == "env" and key == "num_envs":
@@ -59,20 +48,70 @@ def check_checkpoint(path: Path, cfg: DictConfig) -> None:
                 )
 
 
+def check_task_sets(cfg: DictConfig) -> None:
+    """Fail at start-up, in one line, when the meta-test has no task set for this setting or asks
+    for more tasks than the set holds (instead of dying after the first epoch)."""
+    if not cfg.metatest.enabled:
+        return
+    from rl2_lightning.config import env_kwargs
+
+    if cfg.env.family == "maze":
+        from rl2_lightning.envs.maze.layout import POOL_SIZE
+
+        size = POOL_SIZE
+    else:
+        from rl2_lightning.envs import make_simulator
+        from rl2_lightning.envs.tasks import TASKS_DIR, load_task_set, task_set_path
+
+        setting = make_simulator(cfg.env.family, 1, **env_kwargs(cfg.env)).setting
+        path = task_set_path(setting, cfg.metatest.task_set)
+        if not path.exists():
+            have = sorted({p.stem.rsplit("_", 1)[0] for p in TASKS_DIR.glob("*.pt")})
+            raise FileNotFoundError(
+                f"no {cfg.metatest.task_set} task set for {setting} ({path} is missing); task sets exist for "
+                f"{', '.join(have)}: train one of those, or set metatest.enabled=false"
+            )
+        size = len(load_task_set(setting, cfg.metatest.task_set))
+    if cfg.metatest.num_tasks > size:
+        raise ValueError(
+            f"metatest.num_tasks={cfg.metatest.num_tasks} is not allowed; the {cfg.metatest.task_set} set holds {size} tasks"
+        )
+
+
 def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
     """The checkpoint to resume from (if any) and the run directory to write to.
 
     A run resumed from ``ckpt_path=latest`` (or from any ``.../checkpoints/*.ckpt`` file of a run)
-    keeps writing into that run's directory, so its TensorBoard curves continue.
+    keeps writing into that run's directory, so its TensorBoard curves continue; the directory Hydra
+    made for this invocation is then folded into it (its ``.hydra`` kept as ``.hydra/resumed-<time>``).
     """
     ckpt = None
+    hydra_dir = _hydra_output_dir()
     if cfg.ckpt_path:
         ckpt = latest_checkpoint(cfg.runs_dir, cfg.experiment) if cfg.ckpt_path == "latest" else Path(cfg.ckpt_path)
         check_checkpoint(ckpt, cfg)
         if ckpt.parent.name == "checkpoints":
-            return ckpt, ckpt.parent.parent
-    run_dir = _hydra_output_dir() or Path(cfg.runs_dir, cfg.experiment, time.strftime("%Y-%m-%d_%H-%M-%S"))
-    return ckpt, run_dir
+            run_dir = ckpt.parent.parent
+            if hydra_dir is not None and hydra_dir.resolve() != run_dir.resolve():
+                fold_into(hydra_dir, run_dir)
+            return ckpt, run_dir
+    return ckpt, hydra_dir or new_run_dir(cfg.runs_dir, cfg.experiment)
+
+
+def fold_into(stub: Path, run_dir: Path) -> None:
+    """Move a fresh invocation's ``.hydra`` into the run it resumes and remove the empty stub directory."""
+    if (stub / ".hydra").is_dir():
+        dest = run_dir / ".hydra" / f"resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(stub / ".hydra"), str(dest))
+    remove_if_stub(stub)
+
+
+def remove_if_stub(run_dir: Path) -> None:
+    """Delete a run directory that holds nothing but Hydra's record of the invocation (a run that failed
+    before training wrote anything)."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -80,10 +119,14 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 
     ``extra_callbacks`` are appended to the configured ones (used by tests and notebooks).
     """
+    setup_logging(None)
     validate(cfg)
+    check_task_sets(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     ckpt_path, run_dir = resolve_run(cfg)
+    setup_logging(run_dir)
+    say(f"run directory: {run_dir}" + (f" (resuming {ckpt_path})" if ckpt_path else ""))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     datamodule = TrialDataModule(env_cfg, cfg.seed, cfg.trainer.limit_train_batches)
@@ -94,7 +137,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         max_epochs=cfg.trainer.max_epochs,
     )
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, every_n_epochs=1, save_top_k=1)
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, every_n_epochs=1, save_top_k=1),
+        GracefulStop(run_dir / "checkpoints"),
     ]
     metatest = None
     if cfg.metatest.enabled:
@@ -104,6 +148,11 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         callbacks.append(metatest)
     callbacks.extend(extra_callbacks or [])
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb") if cfg.logger else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()]
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SIGTERMException:  # Lightning's own stop after an epoch's checkpoint: same exit status as ours
+        raise TrainingStopped(143) from None
     return {"module": module, "trainer": trainer, "metatest": metatest.last if metatest else None, "run_dir": run_dir}

@@ -191,10 +191,14 @@ def load_task_set(setting: str, split: str = "heldout", verify: bool = True) -> 
     try:
         data = torch.load(path, weights_only=True)
         tasks = TensorDict(data, batch_size=[len(next(iter(data.values())))])
-    except Exception as err:  # corrupt or foreign file
-        raise ValueError(f"task set {path} cannot be read ({err}); {regen}") from err
+    except Exception as err:  # corrupt or foreign file; torch's own message suggests an unsafe load
+        raise ValueError(f"task set {path} cannot be read ({type(err).__name__}); {regen}") from None
     if verify:
+        if not CHECKSUMS_FILE.exists():
+            raise FileNotFoundError(f"{CHECKSUMS_FILE} is missing, so task set {path.name} cannot be verified; {regen}")
         expected = _read_checksums().get(path.name)
+        if expected is None:
+            raise ValueError(f"{CHECKSUMS_FILE} has no checksum for {path.name}; {regen}")
         actual = tensordict_checksum(tasks)
         if expected != actual:
             raise ValueError(

@@ -1,0 +1,277 @@
+"""Runs that survive the real world: collisions, half-written checkpoints, kills, preemption, NaNs, and
+one-line errors (rl2_lightning/runs.py, callbacks/stop.py, rl2_lightning/errors.py)."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from trainkit import ROOT, TINY, compose_cfg
+
+from rl2_lightning.runs import AtomicCheckpointIO, claim_run_dir, is_intact, latest_checkpoint
+from rl2_lightning.train import train
+
+BASE = ["metatest.num_tasks=20", "trainer.max_epochs=3", "seed=5"]
+
+
+def params(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def epochs_in_csv(run_dir: Path) -> list[int]:
+    with (run_dir / "metatest.csv").open() as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: the same tiny run, never interrupted."""
+    runs = tmp_path_factory.mktemp("full")
+    return train(compose_cfg([*BASE, f"runs_dir={runs}", "experiment=full"]))
+
+
+def run_fault(fault: str, runs: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "tests/faultkit.py", fault, *BASE, f"runs_dir={runs}", "experiment=hurt", *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+# ------------------------------------------------------------------ run directories
+def _claim(args):
+    parent, name = args
+    return str(claim_run_dir(parent, name))
+
+
+def test_runs_started_in_the_same_second_get_distinct_directories(tmp_path):
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        dirs = pool.map(_claim, [(tmp_path, "2026-12-01_00-00-00")] * 8)
+    assert len(set(dirs)) == 8
+    assert sorted(Path(d).name for d in dirs)[:2] == ["2026-12-01_00-00-00", "2026-12-01_00-00-00-1"]
+
+
+def test_two_train_py_runs_with_the_same_stamp_do_not_share_a_directory(tmp_path):
+    """Through Hydra: both processes resolve the run dir from the same (frozen) time stamp."""
+    run_dir = "hydra.run.dir='${runs_dir}/${experiment}/${rl2_run_name:${runs_dir}/${experiment},same-second}'"
+    cmd = [sys.executable, "train.py", *TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+           "metatest.enabled=false", f"runs_dir={tmp_path}", run_dir]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    runs = sorted(d.name for d in (tmp_path / "bandit_k5_n10").iterdir())
+    assert runs == ["same-second", "same-second-1"]
+    for name in runs:  # each run has its own checkpoint, config and log
+        run = tmp_path / "bandit_k5_n10" / name
+        assert (run / "checkpoints" / "last.ckpt").is_file() and (run / ".hydra" / "config.yaml").is_file()
+        assert not list(run.glob("checkpoints/last-v*.ckpt"))
+        assert "run directory:" in (run / "train.log").read_text()
+
+
+# ------------------------------------------------------------------ checkpoint files
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("two")
+    out = train(compose_cfg(["metatest.enabled=false", f"runs_dir={runs}", "experiment=two"]))
+    return runs, Path(out["run_dir"])
+
+
+@pytest.mark.parametrize("keep", [0, 1, 100, 0.5, -1])
+def test_a_truncated_last_ckpt_never_leaves_latest_without_an_intact_checkpoint(two_epochs, tmp_path, keep, capfd):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(two_epochs[0], runs)
+    run = runs / "two" / two_epochs[1].name
+    last = run / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    cut = int(len(data) * keep) if isinstance(keep, float) else (len(data) + keep if keep < 0 else keep)
+    last.write_bytes(data[:cut])  # a write cut short at byte `cut`
+    chosen = latest_checkpoint(runs, "two")
+    assert chosen.parent == last.parent and chosen.name.startswith("epoch=1") and is_intact(chosen)
+    err = capfd.readouterr().err
+    assert "last.ckpt" in err and "cannot be read" in err and f"resuming {chosen}" in err
+    resumed = train(compose_cfg(["metatest.enabled=false", f"runs_dir={runs}", "experiment=two",
+                                 "trainer.max_epochs=3", "ckpt_path=latest"]))
+    assert resumed["trainer"].current_epoch == 3
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_and_no_temp_file(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"a": torch.arange(3)}, path)
+    before = path.read_bytes()
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*last\.ckpt \(No space left on device\)") as info:
+        io.save_checkpoint({"a": torch.arange(5)}, path)
+    assert "\n" not in str(info.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial file left behind
+
+
+def test_checkpoints_are_never_staged_in_the_temp_dir(tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    train(compose_cfg(["metatest.enabled=false", f"runs_dir={tmp_path / 'runs'}", "trainer.max_epochs=1"]))
+    assert list((tmp_path / "runs").glob("*/*/checkpoints/last.ckpt"))
+    assert list(scratch.iterdir()) == []
+
+
+def test_latest_names_the_file_and_skips_a_newer_run_that_died_early(two_epochs, tmp_path, capfd):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(two_epochs[0], runs)
+    time.sleep(0.05)
+    dead = runs / "two" / "2099-01-01_00-00-00"  # newest run: died before its first checkpoint
+    (dead / "checkpoints").mkdir(parents=True)
+    (dead / "checkpoints" / "last.ckpt").write_bytes(b"\x00" * 10)
+    chosen = latest_checkpoint(runs, "two")
+    assert chosen == runs / "two" / two_epochs[1].name / "checkpoints" / "last.ckpt"
+    err = capfd.readouterr().err
+    assert "skipping newer run(s) without an intact checkpoint: 2099-01-01_00-00-00" in err
+    assert f"ckpt_path=latest: resuming {chosen}" in err
+
+
+# ------------------------------------------------------------------ kills and signals
+def test_kill9_between_meta_test_and_checkpoint_then_resume(tmp_path, uninterrupted):
+    proc = run_fault("kill9-after-metatest", tmp_path)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    (run,) = (tmp_path / "hurt").iterdir()
+    assert epochs_in_csv(run) == [0, 1]  # epoch 1 was meta-tested, but its checkpoint never written
+    resumed = train(compose_cfg([*BASE, f"runs_dir={tmp_path}", "experiment=hurt", "ckpt_path=latest"]))
+    assert epochs_in_csv(run) == [0, 1, 2]  # each epoch exactly once
+    assert_same_params(params(uninterrupted["module"]), params(resumed["module"]))
+
+
+@pytest.mark.parametrize(
+    "fault, code, message, updates",
+    [
+        # mid-epoch: checkpoint at the boundary after iteration 1 of epoch 1 (2 + 1 iterations x 4 updates)
+        ("sigterm:0", 143, "SIGTERM: stopped after iteration 1 of epoch 1", 12),
+        ("sigint:0", 130, "Ctrl-C: stopped after iteration 1 of epoch 1", 12),
+        # in the epoch's last iteration: the epoch ends as usual, with its meta-test and checkpoint
+        ("sigterm:1", 143, "SIGTERM: stopping at the end of epoch 1, after its checkpoint", 16),
+        ("sigint:1", 130, "Ctrl-C: stopping at the end of epoch 1, after its checkpoint", 16),
+    ],
+)
+def test_a_signal_saves_a_checkpoint_and_resuming_is_bit_identical(tmp_path, uninterrupted, fault, code, message, updates):
+    proc = run_fault(fault, tmp_path)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and "Converting a tensordict to boolean" not in proc.stderr
+    (run,) = (tmp_path / "hurt").iterdir()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == updates
+    resumed = train(compose_cfg([*BASE, f"runs_dir={tmp_path}", "experiment=hurt", "ckpt_path=latest"]))
+    assert int(resumed["module"].frames) == int(uninterrupted["module"].frames)
+    assert_same_params(params(uninterrupted["module"]), params(resumed["module"]))
+    assert epochs_in_csv(run) == [0, 1, 2]
+
+
+def test_a_nan_in_the_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    class Poison(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                loss = pl_module.loss_module
+                forward = loss.forward
+
+                def poisoned(td):
+                    out = forward(td)
+                    out.set("loss_objective", out["loss_objective"] * float("nan"))
+                    return out
+
+                loss.forward = poisoned
+
+    snapshot = {}
+
+    class Keep(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            snapshot.update(params(pl_module))
+
+    cfg = compose_cfg(["metatest.enabled=false", f"runs_dir={tmp_path}", "trainer.max_epochs=3"])
+    with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient in epoch 1, iteration 1 \(update 9\)") as info:
+        train(cfg, extra_callbacks=[Poison(), Keep()])
+    assert "\n" not in str(info.value)
+    (last,) = tmp_path.glob("*/*/checkpoints/last.ckpt")
+    state = torch.load(last, weights_only=False)["state_dict"]
+    assert state.keys() == snapshot.keys()
+    for key, value in state.items():  # the checkpoint of epoch 0, finite and equal to the parameters then
+        assert torch.isfinite(value.float()).all()
+        torch.testing.assert_close(value, snapshot[key], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ one-line messages
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["-m", "rl2_lightning.evaluate", "conf=nope"], "error: conf=nope is not a preset; choose one of: bandit_k10_n10"),
+        (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "ckpt=README.md"],
+         "error: ckpt='README.md' is not a readable RL² checkpoint"),
+        (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "ckpt=missing.ckpt"],
+         "error: ckpt='missing.ckpt': no such checkpoint file"),
+        (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "algo.nokey=1"], "error: Could not override 'algo.nokey'."),
+        (["train.py", "env.num_arms=7"], "error: no heldout task set for bandit_k7"),
+        (["train.py", "metatest.num_tasks=5000"], "error: metatest.num_tasks=5000 is not allowed; the heldout set holds 1000"),
+        (["train.py", "runs_dir=/proc/no/such"], "error: runs_dir: cannot create /proc/no/such/bandit_k5_n10"),
+    ],
+)
+def test_bad_input_fails_in_one_line_naming_the_setting_or_file(args, expected, tmp_path):
+    if args[0] == "train.py" and not any(a.startswith("runs_dir=") for a in args):
+        args = [*args, f"runs_dir={tmp_path}"]
+    proc = cli(*args)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(expected), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert not list(tmp_path.glob("*/*")), "a failed run left a stub run directory"
+
+
+def test_a_full_disk_at_checkpoint_time_fails_in_one_line(tmp_path, monkeypatch):
+    def disk_full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*\.ckpt \(No space left on device\)"):
+        train(compose_cfg(["metatest.enabled=false", f"runs_dir={tmp_path}", "trainer.max_epochs=1"]))
+
+
+def test_task_set_messages_name_the_file_and_give_no_unsafe_advice(tmp_path, monkeypatch):
+    from rl2_lightning.envs import tasks
+
+    monkeypatch.setattr(tasks, "CHECKSUMS_FILE", tmp_path / "checksums.json")
+    with pytest.raises(FileNotFoundError, match=r"checksums.json is missing, so task set bandit_k5_heldout.pt cannot be verified"):
+        tasks.load_task_set("bandit_k5", "heldout")
+    bad = tmp_path / "bandit_k5_heldout.pt"
+    bad.write_bytes(b"garbage")
+    monkeypatch.setattr(tasks, "TASKS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="cannot be read") as info:
+        tasks.load_task_set("bandit_k5", "heldout")
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
