@@ -1,11 +1,11 @@
 """Frames and wall-clock until RL² reaches given shares of the gap from random to the best baseline.
 
     python benchmarks/time_to_level.py conf=bandit_k10_n100 [key=value ...] [--task-set tuning|heldout]
-        [--minutes 60] [--out DIR]
+        [--minutes 60] [--every-epochs 1] [--out DIR]
 
 Trains the preset as configured (any Hydra override applies; ``threads=1`` is set unless given), with
-the meta-test after every epoch on the chosen task set (``--task-set``, default ``tuning``: recipes are
-chosen there; report on ``heldout``) and the classical baselines played once on the same tasks. Then
+the meta-test every ``--every-epochs`` epochs on the chosen task set (``--task-set``, default ``tuning``:
+recipes are chosen there; report on ``heldout``) and the classical baselines played once on the same tasks. Then
 prints one table: for 50%, 80%, 90%, 95% and 100% of the gap from the random policy to the strongest
 baseline (Gittins for bandits, the best tabular baseline, either prior, for MDPs), the frames and the
 seconds of training until the first meta-test at or above that level. Seconds count from the start of
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-set", default="tuning", choices=["tuning", "heldout"])
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock limit of the training run")
+    parser.add_argument("--every-epochs", type=int, default=1, help="meta-test period in epochs (the curve's resolution)")
     parser.add_argument("--out", default=None, help="directory for the PNG and CSV (default: the run dir)")
     args, overrides = parser.parse_known_args(argv)
     if not any(o.startswith("threads=") for o in overrides):
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     hms = f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     overrides += [
         f"metatest.task_set={args.task_set}",
-        "metatest.every_n_epochs=1",
+        f"metatest.every_n_epochs={args.every_epochs}",
         "metatest.baselines=true",
         f"+trainer.max_time={hms}",
     ]

@@ -1,6 +1,7 @@
 """End-to-end training throughput against a bare-PyTorch bound, measured in the same run.
 
     python benchmarks/train_throughput.py [--preset bandit_k10_n100] [--iterations 6] [--threads 2]
+        [--shapes preset bay3s]
 
 End to end: ``rl2_lightning.train.train`` on the preset (GRU 256), environment frames per second of
 wall-clock time over whole iterations (collection + GAE + PPO epochs), first iteration excluded.
@@ -30,13 +31,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 class BareNet(nn.Module):
     """Encoder + GRU + head with the shapes of one RL² network."""
 
-    def __init__(self, in_size: int, embed: int, hidden: int, out: int):
+    def __init__(self, in_size: int, embed: int, hidden: int, out: int, layer_norm: bool = False):
         super().__init__()
         self.embed, self.gru, self.head = nn.Linear(in_size, embed), nn.GRU(embed, hidden, batch_first=True), nn.Linear(hidden, out)
+        self.norm_in = nn.LayerNorm(embed) if layer_norm else nn.Identity()
+        self.norm_out = nn.LayerNorm(hidden) if layer_norm else nn.Identity()
 
     def forward(self, x, h=None):  # noqa: D102
-        y, h = self.gru(torch.relu(self.embed(x)), h)
-        return self.head(y), h
+        y, h = self.gru(self.norm_in(torch.relu(self.embed(x))), h)
+        return self.head(self.norm_out(y)), h
 
 
 def bare_iteration(num_trials, trial_len, in_size, num_actions, hidden, epochs, minibatches, nets, opt) -> float:
@@ -72,7 +75,8 @@ def measure_bare(cfg, iterations: int) -> float:
     trial_len = cfg.env.episodes_per_trial * (cfg.env.episode_steps or 1)
     in_size = 1 + k + 2
     hidden, embed = cfg.model.hidden_size, cfg.model.embed_size
-    nets = (BareNet(in_size, embed, hidden, k), BareNet(in_size, embed, hidden, 1))
+    ln = cfg.model.layer_norm
+    nets = (BareNet(in_size, embed, hidden, k, ln), BareNet(in_size, embed, hidden, 1, ln))
     opt = torch.optim.Adam([*nets[0].parameters(), *nets[1].parameters()], lr=1e-4)
     times = [
         bare_iteration(n, trial_len, in_size, k, hidden, cfg.algo.epochs, cfg.algo.minibatches, nets, opt)
@@ -99,36 +103,50 @@ def measure_end_to_end(cfg, iterations: int) -> float:
     return frames / (sum(gaps) / len(gaps))
 
 
+#: equal-work rows: the preset as shipped, and bay3s/rl-squared's bandit configuration (2500 trials x 100
+#: steps per iteration, 10 PPO epochs x 50 minibatches, GRU-256 actor and critic)
+SHAPES = {
+    "preset": [],
+    "bay3s": ["env.num_envs=2500", "algo.epochs=10", "algo.minibatches=50", "model.hidden_size=256", "model.embed_size=256"],
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="bandit_k10_n100")
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--shapes", nargs="+", default=["preset"], choices=list(SHAPES), help="rows to measure")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. env.num_envs=128")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from trainkit import compose_cfg
 
-    cfg = compose_cfg(
-        [
-            f"conf={args.preset}",
-            "trainer.max_epochs=1",
-            f"trainer.limit_train_batches={args.iterations}",
-            "trainer.enable_progress_bar=false",
-            "trainer.accelerator=cpu",
-            "logger=false",
-            "metatest.enabled=false",
-            "runs_dir=/tmp/rl2_bench_runs",
-            *args.overrides,
-        ],
-        tiny=False,
-    )
-    bound = measure_bare(cfg, args.iterations)
-    e2e = measure_end_to_end(cfg, args.iterations)
-    frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.episode_steps or 1)
-    print(f"| preset | frames/iteration | threads | end-to-end steps/s | bare PyTorch bound steps/s | ratio |")
+    rows = []
+    for shape in args.shapes:
+        cfg = compose_cfg(
+            [
+                f"conf={args.preset}",
+                "trainer.max_epochs=1",
+                f"trainer.limit_train_batches={args.iterations}",
+                "trainer.enable_progress_bar=false",
+                "trainer.accelerator=cpu",
+                "logger=false",
+                "metatest.enabled=false",
+                "runs_dir=/tmp/rl2_bench_runs",
+                *SHAPES[shape],
+                *args.overrides,
+            ],
+            tiny=False,
+        )
+        bound = measure_bare(cfg, args.iterations)
+        e2e = measure_end_to_end(cfg, args.iterations)
+        frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.episode_steps or 1)
+        ppo = f"{cfg.algo.epochs}x{cfg.algo.minibatches}, GRU {cfg.model.hidden_size}"
+        rows.append(f"| {args.preset} ({shape}: {ppo}) | {frames} | {args.threads} | {e2e:,.0f} | {bound:,.0f} | {e2e / bound:.0%} |")
+    print("| preset (shape) | frames/iteration | threads | end-to-end steps/s | bare PyTorch bound steps/s | ratio |")
     print("|---|---|---|---|---|---|")
-    print(f"| {args.preset} | {frames} | {args.threads} | {e2e:,.0f} | {bound:,.0f} | {e2e / bound:.0%} |")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

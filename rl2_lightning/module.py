@@ -217,7 +217,7 @@ class RL2Module(LightningModule):
         values = torch.stack([v.to(per_episode.dtype).reshape(()) for v in local.values()])
         if self.trainer.world_size > 1:
             values = self.trainer.strategy.reduce(values, reduce_op="mean")
-        metrics = {k: v.item() for k, v in zip(local, values)}
+        metrics = dict(zip(local, values.tolist()))  # one device-to-host copy
         new_frames = int(round(metrics.pop("frames") * self.trainer.world_size))  # real (unpadded) steps, all ranks
         self.frames += new_frames
 

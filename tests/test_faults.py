@@ -159,9 +159,9 @@ def test_kill9_between_meta_test_and_checkpoint_then_resume(tmp_path, uninterrup
     proc = run_fault("kill9-after-metatest", tmp_path)
     assert proc.returncode == -9, proc.stderr[-2000:]
     (run,) = (tmp_path / "hurt").iterdir()
-    assert epochs_in_csv(run) == [0, 1]  # epoch 1 was meta-tested, but its checkpoint never written
+    assert epochs_in_csv(run) == [0, 1], proc.stderr[-2000:]  # epoch 1 meta-tested, its checkpoint never written
     resumed = train(compose_cfg([*BASE, f"runs_dir={tmp_path}", "experiment=hurt", "ckpt_path=latest"]))
-    assert epochs_in_csv(run) == [0, 1, 2]  # each epoch exactly once
+    assert epochs_in_csv(run) == [0, 1, 2], (run / "metatest.csv").read_text()  # each epoch exactly once
     assert_same_params(params(uninterrupted["module"]), params(resumed["module"]))
 
 
