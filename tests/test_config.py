@@ -41,10 +41,15 @@ def test_preset_composes_and_instantiates(preset):
     dm.teardown()
 
 
-def test_paper_hyperparameters_in_presets():
-    assert compose_cfg(["conf=bandit_k10_n100"], tiny=False).algo.lmbda == 0.3
+def test_paper_settings_and_family_recipes_in_presets():
     cfg = compose_cfg(["conf=tabular_n50"], tiny=False)
-    assert (cfg.algo.gamma, cfg.algo.lmbda, cfg.env.episodes_per_trial, cfg.env.episode_steps) == (0.99, 0.3, 50, 10)
+    assert (cfg.algo.gamma, cfg.env.episodes_per_trial, cfg.env.episode_steps) == (0.99, 50, 10)
+    assert cfg.algo.lmbda == 0.6 and cfg.model.hidden_size == 64  # conf/recipe/tabular.yaml
+    bandit = compose_cfg(["conf=bandit_k10_n100"], tiny=False)
+    assert (bandit.algo.lmbda, bandit.algo.grad_clip, bandit.model.layer_norm) == (0.9, "separate", True)
+    assert compose_cfg(["conf=bandit_k50_n500"], tiny=False).env.num_envs == 64  # a preset's own key wins
+    assert compose_cfg(["conf=bandit_k10_n100", "algo.lmbda=0.3"], tiny=False).algo.lmbda == 0.3  # and overrides'
+    assert compose_cfg(["conf=bandit_k5_n10"], tiny=False).algo.lmbda == 0.3  # the default preset keeps its own
 
 
 def test_env_kwargs_keeps_only_the_family_sizes():
