@@ -3,7 +3,7 @@
     python benchmarks/sweep_report.py runs/multirun/<date_time> [more sweep dirs ...] --out docs/img/sweep.png
 
 Reads every trial's swept parameters (``.hydra/overrides.yaml``) and meta-test curve (``metatest.csv``),
-prints one Markdown row per trial, best last score first (the score the sweeper maximised: the last
+prints one Markdown row per trial (``s<k>.t<n>``: search k in the order given, trial n), best last score first (the score the sweeper maximised: the last
 meta-test on the tuning set), with the frames the trial reached in its time budget; and draws every
 curve against frames, the best one highlighted.
 """
@@ -20,14 +20,14 @@ import yaml
 def read_trials(sweep_dirs: list[Path]) -> list[dict]:
     """One dict per trial: ``name``, ``params`` (the swept overrides), ``frames`` and ``scores``."""
     trials = []
-    for sweep in sweep_dirs:
+    for k, sweep in enumerate(sweep_dirs, 1):
         for job in sorted(p for p in sweep.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()):
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
             params = dict(o.split("=", 1) for o in overrides if not o.startswith(("sweep=", "runs_dir=")))
             curve = job / "metatest.csv"
             rows = list(csv.DictReader(curve.open())) if curve.is_file() else []
             trials.append({
-                "name": f"{sweep.name}/{job.name}",
+                "name": f"s{k}.t{job.name.rsplit('_', 1)[-1]}",  # search k (in the order given), trial
                 "params": params,
                 "frames": [float(r["frames"]) for r in rows],
                 "scores": [float(r["trial_return"]) for r in rows],
@@ -72,7 +72,7 @@ def main() -> None:  # noqa: D103
     for i, t in enumerate(trials):
         best = i == 0
         ax.plot([f / 1e6 for f in t["frames"]], t["scores"], marker=".", linewidth=2 if best else 0.8,
-                alpha=1.0 if best else 0.6, label=t["name"].split("/")[-1] + (" (best)" if best else ""))
+                alpha=1.0 if best else 0.6, label=t["name"] + (" (best)" if best else ""))
     ax.set_xlabel("environment frames (millions)")
     ax.set_ylabel("meta-test trial return (tuning set)")
     ax.set_title(args.title, fontsize="small")

@@ -67,7 +67,7 @@ def plot(rows, levels, baselines, paper_rl2, title, path: Path) -> None:
     ax.plot(x, y, marker=".", label="RL² (meta-test)", color="C0")
     ax.fill_between(x, [a - b for a, b in zip(y, ci)], [a + b for a, b in zip(y, ci)], alpha=0.2, color="C0")
     for i, (name, score) in enumerate(sorted(baselines.items(), key=lambda kv: -kv[1])):
-        ax.axhline(score, linestyle="--", linewidth=1, color=f"C{i + 1}", label=f"{name} {score:.1f}")
+        ax.axhline(score, linestyle="--", linewidth=1, color=f"C{i + 1}", label=f"{name} {score:.3g}")
     if paper_rl2 is not None:
         ax.axhline(paper_rl2, linestyle=":", color="k", linewidth=1, label=f"paper's RL² {paper_rl2}")
     ax.set_xlabel("environment frames (millions)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ from rl2_lightning.config import validate
 from rl2_lightning.datamodule import TrialDataModule
 from rl2_lightning.module import RL2Module
 from rl2_lightning.runs import AtomicCheckpointIO, latest_checkpoint, new_run_dir, read_checkpoint, say, setup_logging
+
+
+# training_step pulls its batch from the iterator on purpose (no prefetch: see RL2Module.training_step)
+warnings.filterwarnings("ignore", message=r".*`dataloader_iter`.*")
 
 
 def _hydra_output_dir() -> Path | None:
