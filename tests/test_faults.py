@@ -20,7 +20,8 @@ from trainkit import ROOT, TINY, compose_cfg
 from rl2_lightning.runs import AtomicCheckpointIO, claim_run_dir, is_intact, latest_checkpoint
 from rl2_lightning.train import train
 
-BASE = ["metatest.num_tasks=20", "trainer.max_epochs=3", "seed=5"]
+# threads pinned: runs compared bit for bit must use the same number of torch threads (the suite changes it)
+BASE = ["metatest.num_tasks=20", "trainer.max_epochs=3", "seed=5", "threads=1"]
 
 
 def params(module) -> dict[str, torch.Tensor]:
