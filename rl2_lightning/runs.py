@@ -74,13 +74,9 @@ def setup_logging(run_dir: Path) -> None:
             handler.rl2_run_log = True
             logger.addHandler(handler)
 
+
 #: run directories claimed by this process: Hydra resolves ``hydra.run.dir`` more than once
 _CLAIMED: dict[tuple[str, str], str] = {}
-
-
-def _is_rank_zero() -> bool:
-    """False in the non-zero ranks of a torchrun/SLURM launch (they write nothing into the run dir)."""
-    return all(int(os.environ.get(k, 0)) == 0 for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 def claim_run_dir(parent: str | Path, name: str) -> Path:
@@ -115,7 +111,8 @@ def run_name(parent: str, stamp: str) -> str:
     key = (parent, stamp)
     if key not in _CLAIMED:
         try:
-            _CLAIMED[key] = claim_run_dir(parent, stamp).name if _is_rank_zero() else stamp
+            # Lightning reads the launcher's rank (torchrun, SLURM) from the environment at import
+            _CLAIMED[key] = claim_run_dir(parent, stamp).name if rank_zero_only.rank == 0 else stamp
         except OSError as err:  # raised inside Hydra's interpolation, it would print pages: say it in one line
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(1) from None
