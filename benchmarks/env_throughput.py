@@ -98,7 +98,7 @@ def make_episode_env(family: str, num_envs: int) -> EpisodeEnv:
     """The plain env, with the same training task stream (held-out sets excluded) as the trial env."""
     sim = make_simulator(family, num_envs, **FAMILIES[family])
     seed = derive_seed(0, "train", "tasks", 0, 0)
-    source = SampledTasks(sim.sample_tasks, seed, excluded_tasks(sim.setting))
+    source = SampledTasks(sim.sample_tasks, seed, excluded_tasks(sim.distribution))
     sim.seed(derive_seed(0, "train", "dynamics", 0, 0))
     return EpisodeEnv(sim, source)
 

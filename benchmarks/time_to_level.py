@@ -30,14 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def compose(overrides: list[str]):
-    """The training config for ``overrides`` (Hydra's compose, the same schema and checks as train.py)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    """The training config for ``overrides`` (the same composition and checks as train.py)."""
+    from rl2_lightning.config import compose as compose_config
 
-    from rl2_lightning.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+    return compose_config(overrides)
 
 
 def read_curve(path: Path) -> list[dict[str, float]]:
@@ -92,17 +88,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     seconds = int(args.minutes * 60)
     hms = f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     overrides += [
-        f"metatest.task_set={args.task_set}",
-        f"metatest.every_n_epochs={args.every_epochs}",
-        "metatest.baselines=true",
-        f"+trainer.max_time={hms}",
+        f"callbacks.metatest.task_set={args.task_set}",
+        f"callbacks.metatest.every_n_epochs={args.every_epochs}",
+        "callbacks.metatest.baselines=true",
+        f"trainer.max_time={hms}",
     ]
     cfg = compose(overrides)
 
     import lightning as L
 
-    from rl2_lightning.evaluate import PAPER_RESULTS, display_name
-    from rl2_lightning.metatest import level_crossings
+    from rl2_lightning.baselines.registry import display_name
+    from rl2_lightning.evaluation.paper import PAPER_RESULTS
+    from rl2_lightning.evaluation.scoring import level_crossings
     from rl2_lightning.train import train
 
     class StartUp(L.Callback):
@@ -145,7 +142,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         writer.writeheader()
         writer.writerows(levels)
     baselines = {display_name(k): float(c.sum()) for k, c in curves.items()}
-    if cfg.env.family == "tabular":  # the strongest of each prior is enough on the plot
+    if cfg.env.simulator._target_.endswith("TabularMDP"):  # the strongest of each prior is enough on the plot
         keep = {"Random", best_name}
         baselines = {k: v for k, v in baselines.items() if k in keep}
     paper = PAPER_RESULTS.get(cfg.experiment, {}).get("rl2")

@@ -1,6 +1,7 @@
-"""Lightning callbacks of rl2-lightning."""
+"""Lightning callbacks of rl2-lightning (built from ``conf/callbacks/``, each with the run directory)."""
 
+from callbacks.checkpoint import RunCheckpoint
 from callbacks.metatest import MetaTestCallback
 from callbacks.stop import GracefulStop, TrainingStopped
 
-__all__ = ["GracefulStop", "MetaTestCallback", "TrainingStopped"]
+__all__ = ["GracefulStop", "MetaTestCallback", "RunCheckpoint", "TrainingStopped"]

@@ -22,18 +22,42 @@ from __future__ import annotations
 
 import csv
 import time
+from enum import Enum
 from pathlib import Path
+from typing import Annotated, Optional
 
 import torch
 from lightning import Callback, LightningModule, Trainer
 from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType
 
-from rl2_lightning.config import env_kwargs
-from rl2_lightning.envs import FixedTasks, make_trial_env
-from rl2_lightning.metatest import navigation_metrics, play_task_set, summarize
+from rl2_lightning.components import Range
+from rl2_lightning.envs import FixedTasks
+from rl2_lightning.evaluation.report import per_episode_figure
+from rl2_lightning.evaluation.scoring import play_task_set, summarize
 
-EXPLORATION = {"random": ExplorationType.RANDOM, "mode": ExplorationType.DETERMINISTIC}
+
+class Exploration(Enum):
+    """How the meta-tested actor picks actions: ``random`` samples (RL² explores through its stochastic
+    policy), ``mode`` is greedy."""
+
+    random = "random"
+    mode = "mode"
+
+    @property
+    def torchrl(self) -> ExplorationType:
+        """TorchRL's exploration type."""
+        return ExplorationType.RANDOM if self is Exploration.random else ExplorationType.DETERMINISTIC
+
+
+class TaskSet(Enum):
+    """The fixed task sets: ``heldout`` (for reporting) and ``tuning`` (for choosing hyperparameters)."""
+
+    heldout = "heldout"
+    tuning = "tuning"
+
+
+Positive = Annotated[int, Range(1)]
 
 
 class MetaTestCallback(Callback):
@@ -57,19 +81,19 @@ class MetaTestCallback(Callback):
 
     def __init__(
         self,
-        every_n_epochs: int = 1,
-        task_set: str = "heldout",
-        num_tasks: int = 1000,
-        exploration: str = "random",
+        every_n_epochs: Positive = 1,
+        task_set: TaskSet = TaskSet.heldout,
+        num_tasks: Positive = 1000,
+        exploration: Exploration = Exploration.random,
         seed: int = 12345,
         run_dir: str | None = None,
         baselines: bool = True,
-        batch_size: int | None = None,
-        episodes_per_trial: int | None = None,
-        video_frames: int = 200,
+        batch_size: Optional[Positive] = None,
+        episodes_per_trial: Optional[Positive] = None,
+        video_frames: Annotated[int, Range(0)] = 200,
     ):
-        self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, task_set, num_tasks
-        self.exploration, self.seed, self.run_dir = EXPLORATION[exploration], seed, run_dir
+        self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, TaskSet(task_set).value, num_tasks
+        self.exploration, self.seed, self.run_dir = Exploration(exploration).torchrl, seed, run_dir
         self.baselines = baselines
         self.batch_size = min(batch_size or num_tasks, num_tasks)
         self.episodes_per_trial = episodes_per_trial
@@ -86,15 +110,15 @@ class MetaTestCallback(Callback):
         self._fit_start: float | None = None
         self._metatest_seconds = 0.0
 
-    def _build(self, pl_module: LightningModule) -> None:
-        cfg = pl_module.env_cfg
-        self.episodes_per_trial = self.episodes_per_trial or cfg["episodes_per_trial"]
-        self.env = make_trial_env(
-            cfg["family"], self.batch_size, self.episodes_per_trial, task_set=self.task_set,
-            device=pl_module.device, **env_kwargs(cfg),
+    def _make_env(self, pl_module: LightningModule, num_envs: int):
+        env = pl_module.env.make(
+            num_envs, task_set=self.task_set, episodes_per_trial=self.episodes_per_trial, device=pl_module.device
         )
-        for primer in pl_module.agent.primers:
-            self.env.append_transform(primer.clone())
+        return pl_module.agent.attach_to(env)
+
+    def _build(self, pl_module: LightningModule) -> None:
+        self.episodes_per_trial = self.episodes_per_trial or pl_module.env.episodes_per_trial
+        self.env = self._make_env(pl_module, self.batch_size)
         self.tasks = self.env.base_env.task_source.tasks[: self.num_tasks]
 
     @torch.no_grad()
@@ -125,11 +149,10 @@ class MetaTestCallback(Callback):
             self._build(pl_module)
         if self.baseline_curves is None:
             self.baseline_curves = {}
-            cfg = pl_module.env_cfg
-            if self.baselines and cfg["family"] in ("bandit", "tabular"):
-                from rl2_lightning.evaluate import baseline_policies
+            from rl2_lightning.baselines.registry import baseline_policies, baseline_setting
 
-                setting = {"family": cfg["family"], **env_kwargs(cfg)}
+            setting = baseline_setting(pl_module.env.simulator) if self.baselines else None
+            if setting is not None:
                 for key, make in baseline_policies(setting, self.episodes_per_trial).items():
                     self.baseline_curves[key] = self._play(pl_module, make()).double().mean(0).cpu()
         return self.baseline_curves
@@ -143,12 +166,7 @@ class MetaTestCallback(Callback):
         if self.env is None:
             self._build(pl_module)
         if self.video_env is None:
-            cfg = pl_module.env_cfg
-            self.video_env = make_trial_env(
-                "maze", 1, self.episodes_per_trial, task_set=self.task_set, device=pl_module.device, **env_kwargs(cfg)
-            )
-            for primer in pl_module.agent.primers:
-                self.video_env.append_transform(primer.clone())
+            self.video_env = self._make_env(pl_module, 1)
         self.video_env.base_env.task_source = FixedTasks(self.tasks[:1])
         was_training = pl_module.training
         pl_module.eval()
@@ -207,8 +225,8 @@ class MetaTestCallback(Callback):
         returns = self.evaluate(pl_module)
         curves = self.evaluate_baselines(pl_module)
         summary = summarize(returns)
-        if pl_module.env_cfg["family"] == "maze":  # Table 3's columns: success, lengths, %improved
-            summary.update(navigation_metrics(self.steps, self.episodes_per_trial))
+        # the family's own metrics (mazes: Table 3's success, lengths, %improved)
+        summary.update(self.env.base_env.simulator.trial_metrics(self.steps, self.episodes_per_trial))
         self.last = summary
         frames = int(pl_module.frames)
         metrics = {f"meta_test/{k}": v for k, v in summary.items()}
@@ -219,7 +237,7 @@ class MetaTestCallback(Callback):
             if hasattr(experiment, "add_figure"):
                 fig = self.figure(returns, curves)
                 experiment.add_figure("meta_test/return_per_episode", fig, global_step=frames)
-            if pl_module.env_cfg["family"] == "maze" and self.video_frames and hasattr(experiment, "add_image"):
+            if hasattr(self.env.base_env.simulator, "positions") and self.video_frames and hasattr(experiment, "add_image"):
                 self.log_trial_media(experiment, pl_module, frames)
         now = time.perf_counter()
         self._metatest_seconds += now - started
@@ -229,28 +247,7 @@ class MetaTestCallback(Callback):
 
     def figure(self, returns: torch.Tensor, baselines: dict[str, torch.Tensor] | None = None):
         """Mean return of each episode index within the trial (95% CI band), baselines dashed."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        r = returns.double().cpu()
-        mean = r.mean(0)
-        half = 1.96 * r.std(0) / max(1, r.shape[0]) ** 0.5
-        x = torch.arange(1, r.shape[1] + 1)
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(x, mean, marker="o", label="RL²")
-        ax.fill_between(x, mean - half, mean + half, alpha=0.25)
-        for key, curve in (baselines or {}).items():
-            from rl2_lightning.evaluate import display_name
-
-            ax.plot(x, curve, linestyle="--", linewidth=1, label=display_name(key))
-        ax.set_xlabel("episode within the trial")
-        ax.set_ylabel("mean return")
-        ax.set_title(f"meta-test on {r.shape[0]} {self.task_set} tasks")
-        ax.legend(fontsize="x-small", ncol=2)
-        fig.tight_layout()
-        return fig
+        return per_episode_figure(returns, baselines or {}, f"meta-test on {returns.shape[0]} {self.task_set} tasks")
 
     def _append_csv(self, trainer: Trainer, frames: int, summary: dict[str, float]) -> None:
         path = self._csv_path(trainer)

@@ -30,11 +30,11 @@ class GracefulStop(Callback):
     """Checkpoint at the next iteration boundary on SIGTERM or Ctrl-C, then stop.
 
     Args:
-        dirpath: where ``last.ckpt`` goes (the run's ``checkpoints/``).
+        run_dir: the run directory (``last.ckpt`` goes to its ``checkpoints/``).
     """
 
-    def __init__(self, dirpath: str | Path):
-        self.dirpath = Path(dirpath)
+    def __init__(self, run_dir: str | Path):
+        self.dirpath = Path(run_dir) / "checkpoints"
         self.interrupted = False
         #: the cause of a stop under way ("SIGTERM" or "Ctrl-C"), None while training goes on
         self.stopping: str | None = None

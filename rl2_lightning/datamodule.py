@@ -17,8 +17,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchrl.collectors import Collector
 from torchrl.envs import InitTracker, ParallelEnv, TransformedEnv
 
-from rl2_lightning.config import env_kwargs
-from rl2_lightning.envs import make_trial_env
+from rl2_lightning.envs import TrialEnvFactory
 from rl2_lightning.envs.trial import EngineRestarted
 
 log = logging.getLogger(__name__)
@@ -71,26 +70,18 @@ class TrialDataModule(LightningDataModule):
     """Builds each rank's trial env (seeded by rank) in ``setup`` and its collector for the module's actor.
 
     Args:
-        env: the env config.
+        env: the env component (simulator and trial layout).
         seed: run seed; tasks and dynamics are seeded by ``(seed, global rank)``.
         iterations_per_epoch: collect-update cycles per Lightning epoch.
     """
 
-    def __init__(self, env: dict, seed: int, iterations_per_epoch: int):
+    def __init__(self, env: TrialEnvFactory, seed: int, iterations_per_epoch: int):
         super().__init__()
-        self.env_cfg, self.seed, self.iterations_per_epoch = dict(env), seed, iterations_per_epoch
+        self.env_factory, self.seed, self.iterations_per_epoch = env, seed, iterations_per_epoch
         self.env = None
         self.collector = None
-
-    @property
-    def trial_steps(self) -> int:
-        """Steps of one collected row (a trial, padded for mazes, or ``trials_per_reset`` trials)."""
-        base = self.env.base_env
-        if isinstance(base, ParallelEnv):  # the trial envs live in the workers: ask the config
-            from rl2_lightning.envs.maze.doom import HORIZONS
-
-            return self.env_cfg["episodes_per_trial"] * (self.env_cfg["horizon"] or HORIZONS[self.env_cfg["size"]])
-        return base.trial_steps * self.env_cfg["trials_per_reset"]
+        #: steps of one collected row (a trial, padded for mazes, or ``trials_per_reset`` trials)
+        self.trial_steps: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -102,29 +93,28 @@ class TrialDataModule(LightningDataModule):
             self.env = self._make_env()
 
     def _make_env(self):
-        cfg = self.env_cfg
-        workers = cfg.get("workers", 1)
+        factory = self.env_factory
+        workers = factory.workers
         make = functools.partial(
-            make_trial_env,
-            cfg["family"],
-            cfg["num_envs"] // workers,
-            cfg["episodes_per_trial"],
-            trials_per_reset=cfg["trials_per_reset"],
-            seed=self.seed,
-            rank=self.trainer.global_rank if self.trainer else 0,
-            **env_kwargs(cfg),
+            factory.make, factory.num_envs // workers, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0
         )
         if workers == 1:
-            return make(device=self.device)
-        # Maze engines in several processes; each worker's task stream is seeded by its index.
+            env = make(device=self.device)
+            self.trial_steps = env.base_env.trial_steps * factory.trials_per_reset
+            return env
+        if self.trial_steps is None:  # the trial envs will live in the workers: ask a spec env
+            spec = factory.spec_env()
+            self.trial_steps = spec.trial_steps * factory.trials_per_reset
+            spec.close()
+        # Engines in several processes; each worker's task stream is seeded by its index.
         makers = [functools.partial(make, worker=w, device="cpu", init_tracker=False) for w in range(workers)]
         return TransformedEnv(ParallelEnv(workers, makers, device=self.device), InitTracker())
 
     def _make_collector(self) -> None:
         """The collector over ``self.env``, running the module's actor (random actions without a trainer)."""
         module = self.trainer.lightning_module if self.trainer else None
-        for primer in module.agent.primers if module else []:
-            self.env.append_transform(primer.clone())
+        if module is not None:
+            self.env = module.agent.attach_to(self.env)
         device = self.device
         # Building the collector resets the env and runs the policy once; keep that off the
         # random streams, so a resumed run continues them exactly where the checkpoint left them.
@@ -133,7 +123,7 @@ class TrialDataModule(LightningDataModule):
             self.collector = Collector(
                 self.env,
                 module.actor if module else None,
-                frames_per_batch=self.env_cfg["num_envs"] * self.trial_steps,
+                frames_per_batch=self.env_factory.num_envs * self.trial_steps,
                 total_frames=-1,
                 reset_at_each_iter=True,
                 split_trajs=False,

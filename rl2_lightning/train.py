@@ -1,4 +1,4 @@
-"""``train(cfg)``: build datamodule, module, callbacks, logger and trainer from a config, and fit.
+"""``train(cfg)``: instantiate the parts (env, module, callbacks, logger, trainer) from a config, and fit.
 
 ``train.py`` at the top level is the Hydra entry point; tests compose the config and call
 :func:`train` directly. Run directories, checkpoint writing and ``ckpt_path=latest`` live in
@@ -16,14 +16,11 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
-
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
 
-from callbacks import GracefulStop, MetaTestCallback, TrainingStopped
-from rl2_lightning.config import validate
+from callbacks import MetaTestCallback, TrainingStopped
+from rl2_lightning.config import container, validate
 from rl2_lightning.datamodule import TrialDataModule
 from rl2_lightning.module import RL2Module
 from rl2_lightning.runs import AtomicCheckpointIO, latest_checkpoint, new_run_dir, read_checkpoint, say, setup_logging
@@ -39,47 +36,64 @@ def _hydra_output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def check_checkpoint(path: Path, cfg: DictConfig) -> None:
-    """Fail early, in one line, on a missing, corrupt or incompatible checkpoint file."""
+def check_checkpoint(
+    path: Path, cfg: DictConfig, groups: tuple[str, ...] = ("model", "env"), arg: str = "ckpt_path"
+) -> None:
+    """Fail early, in one line, on a missing, corrupt or incompatible checkpoint file (its ``groups``
+    must match the config's, bar the batch layout)."""
+    from rl2_lightning.module import upgrade_hparams
+
     hparams = read_checkpoint(path)["hyper_parameters"]
-    for group in ("model", "env"):
-        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
+    env, model, _ = upgrade_hparams(hparams["env"], hparams["model"], hparams["algo"])
+    trained = {"env": env, "model": model}
+    for group in groups:
+        for key, value in _flat(container(cfg[group])).items():
             if group == "env" and key == "num_envs":
                 continue  # the batch size may change on resume
-            if hparams.get(group, {}).get(key, value) != value:
-                raise ValueError(
-                    f"ckpt_path={str(path)!r} was trained with {group}.{key}={hparams[group][key]!r}, "
-                    f"but the config has {value!r}"
-                )
+            old = _flat(trained[group]).get(key, value)
+            if old != value:
+                raise ValueError(f"{arg}={str(path)!r} was trained with {group}.{key}={old!r}, but the config has {value!r}")
+
+
+def _flat(node: dict, prefix: str = "") -> dict:
+    """``{"simulator": {"num_arms": 5}}`` -> ``{"simulator.num_arms": 5}``."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def check_task_sets(cfg: DictConfig) -> None:
     """Fail at start-up, in one line, when the meta-test has no task set for this setting or asks
     for more tasks than the set holds (instead of dying after the first epoch)."""
-    if not cfg.metatest.enabled:
+    metatest = (cfg.callbacks or {}).get("metatest")
+    if metatest is None:
         return
-    from rl2_lightning.config import env_kwargs
-
-    if cfg.env.family == "maze":
+    env = instantiate(cfg.env)
+    if getattr(env.simulator_class, "own_pools", False):
         from rl2_lightning.envs.maze.layout import POOL_SIZE
 
         size = POOL_SIZE
     else:
-        from rl2_lightning.envs import make_simulator
         from rl2_lightning.envs.tasks import TASKS_DIR, load_task_set, task_set_path
 
-        setting = make_simulator(cfg.env.family, 1, **env_kwargs(cfg.env)).setting
-        path = task_set_path(setting, cfg.metatest.task_set)
+        spec = env.spec_env()
+        distribution = spec.simulator.distribution
+        spec.close()
+        path = task_set_path(distribution, metatest.task_set)
         if not path.exists():
             have = sorted({p.stem.rsplit("_", 1)[0] for p in TASKS_DIR.glob("*.pt")})
             raise FileNotFoundError(
-                f"no {cfg.metatest.task_set} task set for {setting} ({path} is missing); task sets exist for "
-                f"{', '.join(have)}: train one of those, or set metatest.enabled=false"
+                f"no {metatest.task_set} task set for {distribution} ({path} is missing); task sets exist for "
+                f"{', '.join(have)}: train one of those, or set callbacks.metatest=null"
             )
-        size = len(load_task_set(setting, cfg.metatest.task_set))
-    if cfg.metatest.num_tasks > size:
+        size = len(load_task_set(distribution, metatest.task_set))
+    if metatest.num_tasks > size:
         raise ValueError(
-            f"metatest.num_tasks={cfg.metatest.num_tasks} is not allowed; the {cfg.metatest.task_set} set holds {size} tasks"
+            f"callbacks.metatest.num_tasks={metatest.num_tasks} is not allowed; the {metatest.task_set} set holds {size} tasks"
         )
 
 
@@ -120,7 +134,7 @@ def remove_if_stub(run_dir: Path) -> None:
 
 
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
-    """Train RL² as configured; returns the fitted module, trainer and last meta-test summary.
+    """Train RL² as configured; returns the fitted module, trainer, last meta-test summary and run directory.
 
     ``extra_callbacks`` are appended to the configured ones (used by tests and notebooks).
     """
@@ -133,26 +147,15 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     setup_logging(run_dir)
     say(f"run directory: {run_dir}" + (f" (resuming {ckpt_path})" if ckpt_path else ""))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    datamodule = TrialDataModule(env_cfg, cfg.seed, cfg.trainer.limit_train_batches)
+
+    datamodule = TrialDataModule(instantiate(cfg.env), cfg.seed, cfg.trainer.limit_train_batches)
     module = RL2Module(
-        env=env_cfg,
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        algo=OmegaConf.to_container(cfg.algo, resolve=True),
-        max_epochs=cfg.trainer.max_epochs,
+        env=container(cfg.env), model=container(cfg.model), algo=container(cfg.algo),
+        optimizer=container(cfg.optimizer), max_epochs=cfg.trainer.max_epochs,
     )
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, every_n_epochs=1, save_top_k=1),
-        GracefulStop(run_dir / "checkpoints"),
-    ]
-    metatest = None
-    if cfg.metatest.enabled:
-        mt = OmegaConf.to_container(cfg.metatest, resolve=True)
-        mt.pop("enabled")
-        metatest = MetaTestCallback(**mt, run_dir=str(run_dir))
-        callbacks.append(metatest)
-    callbacks.extend(extra_callbacks or [])
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb") if cfg.logger else False
+    callbacks = [instantiate(node)(run_dir=str(run_dir)) for node in (cfg.callbacks or {}).values() if node is not None]
+    callbacks += extra_callbacks or []
+    logger = instantiate(cfg.logger)(save_dir=str(run_dir)) if cfg.logger is not None else False
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()]
     )
@@ -160,4 +163,5 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except SIGTERMException:  # Lightning's own stop after an epoch's checkpoint: same exit status as ours
         raise TrainingStopped(143) from None
+    metatest = next((c for c in callbacks if isinstance(c, MetaTestCallback)), None)
     return {"module": module, "trainer": trainer, "metatest": metatest.last if metatest else None, "run_dir": run_dir}

@@ -16,7 +16,7 @@ from rl2_lightning.baselines.bandit import (
     sample_max_beta,
 )
 from rl2_lightning.envs import BernoulliBandit, FixedTasks, TrialEnv
-from rl2_lightning.metatest import episode_returns, play_trials
+from rl2_lightning.evaluation.scoring import episode_returns, play_trials
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from rl2_lightning.baselines.common import RandomPolicy
-from rl2_lightning.evaluate import PAPER_RESULTS, baseline_policies, evaluate, main
+from functools import partial
+
+from rl2_lightning.baselines.registry import baseline_policies
+from rl2_lightning.envs import BernoulliBandit, TrialEnvFactory
+from rl2_lightning.evaluate import main
+from rl2_lightning.evaluation import evaluate
+from rl2_lightning.evaluation.paper import PAPER_RESULTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -14,8 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_random_policy_scores_half_of_n(tmp_path):
     n = 10
     rows = evaluate(
-        {"family": "bandit", "num_arms": 5},
-        n,
+        TrialEnvFactory(partial(BernoulliBandit, num_arms=5), n),
         policies={"random": RandomPolicy(5), "rl2": lambda: RandomPolicy(5)},
         out_dir=tmp_path,
         baselines=False,

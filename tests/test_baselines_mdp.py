@@ -7,7 +7,7 @@ from tensordict import TensorDict
 from rl2_lightning.baselines.mdp import PSRL, TABULAR_BASELINES, make_tabular_baseline
 from rl2_lightning.baselines.planning import extended_value_iteration, optimistic_transitions, value_iteration
 from rl2_lightning.envs import make_trial_env
-from rl2_lightning.metatest import episode_returns, play_trials
+from rl2_lightning.evaluation.scoring import episode_returns, play_trials
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

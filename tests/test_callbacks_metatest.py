@@ -5,19 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
-from trainkit import compose_cfg
+from trainkit import compose_cfg, module_of
 
 from callbacks import MetaTestCallback
-from rl2_lightning.metatest import summarize
+from rl2_lightning.evaluation.scoring import summarize
 from rl2_lightning.module import RL2Module
 
 
 def uniform_policy_module(preset: str) -> RL2Module:
     """A module whose actor picks every action with equal probability (zero policy head)."""
     cfg = compose_cfg([f"conf={preset}"])
-    module = RL2Module(
-        OmegaConf.to_container(cfg.env), OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.algo)
-    )
+    module = module_of(cfg)
     head = module.actor.module[0][-1].module  # ProbabilisticActor -> sequence -> policy head Linear
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
@@ -29,7 +27,7 @@ def test_uniform_policy_scores_n_over_2_on_bandits(preset):
     module = uniform_policy_module(preset)
     callback = MetaTestCallback(num_tasks=1000)
     returns = callback.evaluate(module)
-    n = module.env_cfg["episodes_per_trial"]
+    n = module.env.episodes_per_trial
     assert returns.shape == (1000, n)
     summary = summarize(returns)
     # A uniform policy's expected trial return is n * mean(p) on these tasks (n/2 over the family).

@@ -8,7 +8,7 @@ from tensordict import TensorDict
 
 from rl2_lightning.envs import BernoulliBandit, make_trial_env
 from rl2_lightning.envs.tasks import load_task_set
-from rl2_lightning.metatest import episode_returns, play_trials, summarize
+from rl2_lightning.evaluation.scoring import episode_returns, play_trials, summarize
 
 
 def test_sampled_arm_probabilities_are_uniform_on_0_1():

@@ -220,6 +220,7 @@ def test_a_killed_engine_is_restarted_and_the_batch_collected_again():
     from rl2_lightning.datamodule import TrialBatches, TrialDataModule
     from rl2_lightning.envs import make_trial_env
     from rl2_lightning.envs.trial import EngineRestarted
+    from rl2_lightning.envs.maze.doom import MazeSimulator
 
     others = set(engine_processes())
     env = make_trial_env("maze", 1, 1, seed=0, size=5, horizon=4)
@@ -237,10 +238,12 @@ def test_a_killed_engine_is_restarted_and_the_batch_collected_again():
     env.close()
 
     # Through the data module's dataset: the batch in flight is collected anew, nothing is lost.
-    from rl2_lightning.config import EnvConfig
+    from functools import partial
 
-    cfg = {**EnvConfig(family="maze", size=5, horizon=4, num_envs=1, episodes_per_trial=1).__dict__}
-    dm = TrialDataModule(cfg, seed=0, iterations_per_epoch=2)
+    from rl2_lightning.envs import TrialEnvFactory
+
+    factory = TrialEnvFactory(partial(MazeSimulator, size=5, horizon=4), episodes_per_trial=1, num_envs=1)
+    dm = TrialDataModule(factory, seed=0, iterations_per_epoch=2)
     dm.setup()
     dm._make_collector()
     batches = iter(TrialBatches(dm, iterations=2))
@@ -274,12 +277,15 @@ def test_worker_processes_survive_a_killed_engine_and_keep_their_random_streams(
     import os
     import signal
 
-    from rl2_lightning.config import EnvConfig
+    from functools import partial
+
     from rl2_lightning.datamodule import TrialBatches, TrialDataModule
+    from rl2_lightning.envs import TrialEnvFactory
+    from rl2_lightning.envs.maze.doom import MazeSimulator
 
     others = set(all_engines())
-    cfg = {**EnvConfig(family="maze", size=5, horizon=4, num_envs=2, workers=2, episodes_per_trial=1).__dict__}
-    dm = TrialDataModule(cfg, seed=0, iterations_per_epoch=3)
+    factory = TrialEnvFactory(partial(MazeSimulator, size=5, horizon=4), episodes_per_trial=1, num_envs=2, workers=2)
+    dm = TrialDataModule(factory, seed=0, iterations_per_epoch=3)
     dm.setup()
     dm._make_collector()
     try:

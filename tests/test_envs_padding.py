@@ -8,7 +8,7 @@ from torchrl.envs.utils import check_env_specs
 
 from rl2_lightning.envs import FixedTasks, TrialEnv
 from rl2_lightning.envs.trial import TaskSimulator
-from rl2_lightning.metatest import episode_returns
+from rl2_lightning.evaluation.scoring import episode_returns
 
 
 class Corridor(TaskSimulator):

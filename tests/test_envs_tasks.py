@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from rl2_lightning.envs import TASK_SETTINGS, make_simulator, make_trial_env
+from rl2_lightning.envs import TASK_DISTRIBUTIONS, make_simulator, make_trial_env
 from rl2_lightning.envs import tasks as tasks_module
 from rl2_lightning.envs.tasks import (
     CHECKSUMS_FILE,
@@ -26,7 +26,7 @@ from rl2_lightning.envs.tasks import (
     task_set_path,
 )
 
-SETTINGS = list(TASK_SETTINGS)
+SETTINGS = list(TASK_DISTRIBUTIONS)
 
 
 @pytest.mark.parametrize("setting", SETTINGS)

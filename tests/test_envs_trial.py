@@ -10,7 +10,7 @@ from torchrl.envs.utils import check_env_specs, step_mdp
 
 from rl2_lightning.envs import SampledTasks, TrialEnv, make_simulator, make_trial_env
 from rl2_lightning.envs.episode import EpisodeEnv
-from rl2_lightning.metatest import episode_returns
+from rl2_lightning.evaluation.scoring import episode_returns
 
 FAMILY_KWARGS = {"bandit": {"num_arms": 5}, "tabular": {}, "riverswim": {}}
 EPISODE_STEPS = {"bandit": 1, "tabular": 10, "riverswim": 20}
@@ -208,7 +208,7 @@ def test_bad_arguments_name_the_argument():
         make_trial_env("bandit", 2, 0)
     with pytest.raises(ValueError, match="trials_per_reset"):
         make_trial_env("bandit", 2, 1, trials_per_reset=0)
-    with pytest.raises(ValueError, match="env.family"):
+    with pytest.raises(ValueError, match="env family 'gridworld' is unknown; built in: bandit"):
         make_trial_env("gridworld", 2, 1)
     with pytest.raises(ValueError, match="num_envs"):
         make_trial_env("tabular", 0, 1)

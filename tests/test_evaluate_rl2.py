@@ -37,19 +37,18 @@ def test_rl2_policy_carries_its_hidden_state_in_evaluation(checkpoint):
     """Without the GRU's primer the hidden state would silently never pass between steps."""
     from rl2_lightning.envs import make_trial_env
     from rl2_lightning.evaluate import load_rl2
-    from rl2_lightning.metatest import play_trials
+    from rl2_lightning.evaluation.scoring import play_trials
 
-    module = load_rl2(checkpoint, {"family": "bandit", "num_arms": 5, "episodes_per_trial": 10})
+    module = load_rl2(checkpoint, compose_cfg(["conf=bandit_k5_n10"]))
     env = make_trial_env("bandit", 4, 10, task_set="heldout", num_arms=5)
-    for primer in module.agent.primers:
-        env.append_transform(primer.clone())
+    env = module.agent.attach_to(env)
     rollout = play_trials(env, module.actor, 10)
     hidden = rollout["recurrent_state_actor"].flatten(2).norm(dim=-1)
     assert (hidden[:, 0] == 0).all() and (hidden[:, 1:] > 0).all()
 
 
 def test_checkpoint_of_another_setting_is_rejected(checkpoint):
-    with pytest.raises(ValueError, match="env.num_arms=5"):
+    with pytest.raises(ValueError, match="env.simulator.num_arms=5"):
         main(["conf=bandit_k10_n10", f"ckpt={checkpoint}"])
     with pytest.raises(FileNotFoundError, match="ckpt="):
         main(["conf=bandit_k5_n10", "ckpt=/nonexistent.ckpt"])

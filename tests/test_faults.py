@@ -21,7 +21,7 @@ from rl2_lightning.runs import AtomicCheckpointIO, claim_run_dir, is_intact, lat
 from rl2_lightning.train import train
 
 # threads pinned: runs compared bit for bit must use the same number of torch threads (the suite changes it)
-BASE = ["metatest.num_tasks=20", "trainer.max_epochs=3", "seed=5", "threads=1"]
+BASE = ["callbacks.metatest.num_tasks=20", "trainer.max_epochs=3", "seed=5", "threads=1"]
 
 
 def params(module) -> dict[str, torch.Tensor]:
@@ -68,7 +68,7 @@ def test_two_train_py_runs_with_the_same_stamp_do_not_share_a_directory(tmp_path
     """Through Hydra: both processes resolve the run dir from the same (frozen) time stamp."""
     run_dir = "hydra.run.dir='${runs_dir}/${experiment}/${rl2_run_name:${runs_dir}/${experiment},same-second}'"
     cmd = [sys.executable, "train.py", *TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=1",
-           "metatest.enabled=false", f"runs_dir={tmp_path}", run_dir]
+           "callbacks.metatest=null", f"runs_dir={tmp_path}", run_dir]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -86,7 +86,7 @@ def test_two_train_py_runs_with_the_same_stamp_do_not_share_a_directory(tmp_path
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("two")
-    out = train(compose_cfg(["metatest.enabled=false", f"runs_dir={runs}", "experiment=two"]))
+    out = train(compose_cfg(["callbacks.metatest=null", f"runs_dir={runs}", "experiment=two"]))
     return runs, Path(out["run_dir"])
 
 
@@ -105,7 +105,7 @@ def test_a_truncated_last_ckpt_never_leaves_latest_without_an_intact_checkpoint(
     assert chosen.parent == last.parent and chosen.name.startswith("epoch=1") and is_intact(chosen)
     err = capfd.readouterr().err
     assert "last.ckpt" in err and "cannot be read" in err and f"resuming {chosen}" in err
-    resumed = train(compose_cfg(["metatest.enabled=false", f"runs_dir={runs}", "experiment=two",
+    resumed = train(compose_cfg(["callbacks.metatest=null", f"runs_dir={runs}", "experiment=two",
                                  "trainer.max_epochs=3", "ckpt_path=latest"]))
     assert resumed["trainer"].current_epoch == 3
 
@@ -134,7 +134,7 @@ def test_checkpoints_are_never_staged_in_the_temp_dir(tmp_path, monkeypatch):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    train(compose_cfg(["metatest.enabled=false", f"runs_dir={tmp_path / 'runs'}", "trainer.max_epochs=1"]))
+    train(compose_cfg(["callbacks.metatest=null", f"runs_dir={tmp_path / 'runs'}", "trainer.max_epochs=1"]))
     assert list((tmp_path / "runs").glob("*/*/checkpoints/last.ckpt"))
     assert list(scratch.iterdir()) == []
 
@@ -195,7 +195,7 @@ def test_a_nan_in_the_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     class Poison(L.Callback):
         def on_train_epoch_start(self, trainer, pl_module):
             if trainer.current_epoch == 1:
-                loss = pl_module.loss_module
+                loss = pl_module.algo.loss_module
                 forward = loss.forward
 
                 def poisoned(td):
@@ -211,7 +211,7 @@ def test_a_nan_in_the_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
         def on_train_epoch_end(self, trainer, pl_module):
             snapshot.update(params(pl_module))
 
-    cfg = compose_cfg(["metatest.enabled=false", f"runs_dir={tmp_path}", "trainer.max_epochs=3"])
+    cfg = compose_cfg(["callbacks.metatest=null", f"runs_dir={tmp_path}", "trainer.max_epochs=3"])
     with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient in epoch 1, iteration 1 \(update 9\)") as info:
         train(cfg, extra_callbacks=[Poison(), Keep()])
     assert "\n" not in str(info.value)
@@ -238,8 +238,8 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "ckpt=missing.ckpt"],
          "error: ckpt='missing.ckpt': no such checkpoint file"),
         (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "algo.nokey=1"], "error: Could not override 'algo.nokey'."),
-        (["train.py", "env.num_arms=7"], "error: no heldout task set for bandit_k7"),
-        (["train.py", "metatest.num_tasks=5000"], "error: metatest.num_tasks=5000 is not allowed; the heldout set holds 1000"),
+        (["train.py", "env.simulator.num_arms=7"], "error: no heldout task set for bandit_k7"),
+        (["train.py", "callbacks.metatest.num_tasks=5000"], "error: callbacks.metatest.num_tasks=5000 is not allowed; the heldout set holds 1000"),
         (["train.py", "runs_dir=/proc/no/such"], "error: runs_dir: cannot create /proc/no/such/bandit_k5_n10"),
     ],
 )
@@ -261,7 +261,7 @@ def test_a_full_disk_at_checkpoint_time_fails_in_one_line(tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match=r"could not write checkpoint .*\.ckpt \(No space left on device\)"):
-        train(compose_cfg(["metatest.enabled=false", f"runs_dir={tmp_path}", "trainer.max_epochs=1"]))
+        train(compose_cfg(["callbacks.metatest=null", f"runs_dir={tmp_path}", "trainer.max_epochs=1"]))
 
 
 def test_task_set_messages_name_the_file_and_give_no_unsafe_advice(tmp_path, monkeypatch):

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import set_recurrent_mode
 
 from rl2_lightning.envs import make_trial_env
-from rl2_lightning.models import make_agent
+from rl2_lightning.models import GRUMemory, MLPMemory, make_agent
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def env_with_agent(trials_per_reset=1, **agent_kwargs):
     env = make_trial_env("tabular", 4, 2, trials_per_reset=trials_per_reset, seed=3, episode_steps=3)
     agent = make_agent(env, hidden_size=16, embed_size=16, **agent_kwargs)
-    for primer in agent.primers:
-        env.append_transform(primer)
-    return env, agent
+    return agent.attach_to(env), agent
 
 
 def test_step_by_step_equals_recurrent_mode_over_a_trial():
@@ -68,7 +70,7 @@ def test_no_reset_ablation_keeps_hidden_state_across_trials():
 
 
 def test_mlp_ablation_has_no_memory():
-    env, agent = env_with_agent(architecture="mlp")
+    env, agent = env_with_agent(memory=MLPMemory)
     assert agent.primers == []
     assert not any(isinstance(m, torch.nn.GRU) for m in agent.actor.modules())
     with torch.no_grad():
@@ -84,10 +86,52 @@ def test_shared_trunk_shares_encoder_and_gru():
     assert len(ids(separate.actor) & ids(separate.critic)) == 0
 
 
-def test_unknown_architecture_is_rejected():
+def test_unknown_memory_is_rejected():
     env = make_trial_env("bandit", 2, 3, num_arms=2)
-    with pytest.raises(ValueError, match="model.architecture"):
-        make_agent(env, architecture="transformer")
+    for memory in ("transformer", torch.nn.GRU, functools.partial(torch.nn.Linear, 3)):
+        with pytest.raises(ValueError, match="model.memory"):
+            make_agent(env, memory=memory)
+
+
+# state_dict keys and shapes of the agents before the memory became a component (hidden 16, embed 8,
+# tabular: 17 inputs, 5 actions): checkpoints written then must still load
+GRU_ACTOR = {
+    "module.0.module.0.module.linear.weight": (8, 17),
+    "module.0.module.0.module.linear.bias": (8,),
+    "module.0.module.1.gru.weight_ih_l0": (48, 8),
+    "module.0.module.1.gru.weight_hh_l0": (48, 16),
+    "module.0.module.1.gru.bias_ih_l0": (48,),
+    "module.0.module.1.gru.bias_hh_l0": (48,),
+    "module.0.module.2.module.weight": (5, 16),
+    "module.0.module.2.module.bias": (5,),
+}
+MLP_ACTOR = {
+    "module.0.module.0.module.linear.weight": (8, 17),
+    "module.0.module.0.module.linear.bias": (8,),
+    "module.0.module.1.module.0.weight": (16, 8),
+    "module.0.module.1.module.0.bias": (16,),
+    "module.0.module.2.module.weight": (5, 16),
+    "module.0.module.2.module.bias": (5,),
+}
+
+
+@pytest.mark.parametrize("memory, actor", [(GRUMemory, GRU_ACTOR), (MLPMemory, MLP_ACTOR)])
+def test_state_dict_keys_are_those_of_earlier_checkpoints(memory, actor):
+    env = make_trial_env("tabular", 4, 2, seed=3, episode_steps=3)
+    agent = make_agent(env, memory=memory, hidden_size=16, embed_size=8)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(agent.actor) == actor
+    critic = {k: v for k, v in actor.items() if not k.startswith("module.0.module.2")}
+    critic = {k.replace("module.0.module.", "module.", 1): v for k, v in critic.items()}
+    assert shapes(agent.critic) == {**critic, "module.2.module.weight": (1, 16), "module.2.module.bias": (1,)}
+    ln = make_agent(env, memory=memory, hidden_size=16, embed_size=8, layer_norm=True, shared_trunk=True)
+    # encoder LayerNorm inside the encoder, memory LayerNorm after the memory, the head moves to index 3
+    extra = {"module.0.module.0.module.norm.weight": (8,), "module.0.module.0.module.norm.bias": (8,),
+             "module.0.module.2.module.weight": (16,), "module.0.module.2.module.bias": (16,),
+             "module.0.module.3.module.weight": (5, 16), "module.0.module.3.module.bias": (5,)}
+    expected = {k.replace("module.0.module.0.module.linear", "module.0.module.0.module.net.linear"): v
+                for k, v in actor.items() if not k.startswith("module.0.module.2")}
+    assert shapes(ln.actor) == {**expected, **extra}
 
 
 def test_pixel_observations_get_the_papers_conv_encoder():

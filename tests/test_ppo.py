@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from tensordict import TensorDict
-from trainkit import compose_cfg
+from trainkit import compose_cfg, module_of
 from omegaconf import OmegaConf
 
 from rl2_lightning.module import RL2Module
@@ -46,12 +46,10 @@ def test_next_trial_values_shift_within_trial_and_zero_at_its_end():
 
 def test_gae_over_two_episode_trial_matches_hand_computation_without_inner_masking():
     cfg = compose_cfg(["algo.gamma=0.9", "algo.lmbda=0.5"])
-    module = RL2Module(
-        OmegaConf.to_container(cfg.env), OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.algo)
-    )
+    module = module_of(cfg)
     data = two_episode_trial()
     data.set(("next", "state_value"), next_trial_values(data["state_value"], data["next", "trial_done"]))
-    module.gae(data)
+    module.algo.gae(data)
     # By hand, gamma=0.9, lambda=0.5 (gamma*lambda=0.45):
     # deltas: 1+0.9*0.4-0.5=0.86, 0+0.9*0.3-0.4=-0.13, 0+0.9*0.2-0.3=-0.12, 1+0-0.2=0.8
     # advantages backwards: 0.8; -0.12+0.45*0.8=0.24; -0.13+0.45*0.24=-0.022; 0.86+0.45*(-0.022)=0.8501

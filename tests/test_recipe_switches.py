@@ -7,10 +7,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 from torchrl.modules import set_recurrent_mode
-from trainkit import compose_cfg
+from trainkit import compose_cfg, module_of
 
 from rl2_lightning.envs import make_trial_env
-from rl2_lightning.metatest import level_crossings
+from rl2_lightning.evaluation.scoring import level_crossings
 from rl2_lightning.models import make_agent
 from rl2_lightning.module import RL2Module
 
@@ -20,8 +20,7 @@ def tiny_env():
 
 
 def rollout_of(agent, env):
-    for primer in agent.primers:
-        env.append_transform(primer)
+    env = agent.attach_to(env)
     torch.manual_seed(0)
     return env.rollout(6, agent.actor, break_when_any_done=False)
 
@@ -77,27 +76,23 @@ def test_unknown_init_is_rejected():
 
 
 def module_for(overrides):
-    cfg = compose_cfg(overrides)
-    return RL2Module(
-        OmegaConf.to_container(cfg.env), OmegaConf.to_container(cfg.model),
-        OmegaConf.to_container(cfg.algo), max_epochs=5,
-    )
+    return module_of(compose_cfg([*overrides, "trainer.max_epochs=5"]))
 
 
 def test_entropy_coefficient_decays_linearly_to_its_final_value():
     module = module_for(["algo.entropy_coeff=0.05", "algo.entropy_coeff_final=0.01"])
-    assert [module.entropy_coeff_at(e) for e in range(6)] == pytest.approx([0.05, 0.04, 0.03, 0.02, 0.01, 0.01])
+    assert [module.algo.entropy_coeff_at(e, 5) for e in range(6)] == pytest.approx([0.05, 0.04, 0.03, 0.02, 0.01, 0.01])
     constant = module_for(["algo.entropy_coeff=0.05"])
-    assert [constant.entropy_coeff_at(e) for e in range(5)] == pytest.approx([0.05] * 5)
+    assert [constant.algo.entropy_coeff_at(e, 5) for e in range(5)] == pytest.approx([0.05] * 5)
 
 
 def test_entropy_decay_reaches_the_loss_during_training(tmp_path):
     from rl2_lightning.train import train
 
     cfg = compose_cfg(["conf=bandit_k5_n10", f"runs_dir={tmp_path}", "algo.entropy_coeff=0.05",
-                       "algo.entropy_coeff_final=0.0", "trainer.max_epochs=3", "metatest.enabled=false"])
+                       "algo.entropy_coeff_final=0.0", "trainer.max_epochs=3", "callbacks.metatest=null"])
     out = train(cfg)
-    assert float(out["module"].loss_module.entropy_coeff) == pytest.approx(0.0)  # set at the last epoch's start
+    assert float(out["module"].algo.loss_module.entropy_coeff) == pytest.approx(0.0)  # set at the last epoch's start
 
 
 def grads_after_clip(clip: str, max_norm: float):
@@ -108,13 +103,8 @@ def grads_after_clip(clip: str, max_norm: float):
     for group, scale in zip(optimizer.param_groups, (0.01, 10.0)):  # a small actor and a large critic gradient
         for p in group["params"]:
             p.grad = torch.randn_like(p) * scale
-
-    # Lightning's clip_gradients needs a trainer; on one device it is this clip_grad_norm_ over all groups
-    module.clip_gradients = lambda opt, gradient_clip_val, gradient_clip_algorithm: torch.nn.utils.clip_grad_norm_(
-        [p for g in opt.param_groups for p in g["params"]], gradient_clip_val
-    )
     before = {i: torch.nn.utils.get_total_norm([p.grad for p in g["params"]]).item() for i, g in enumerate(optimizer.param_groups)}
-    norms = module._clip_gradients(optimizer)
+    norms = module.algo.clip_gradients(optimizer)
     after = {i: torch.nn.utils.get_total_norm([p.grad for p in g["params"]]).item() for i, g in enumerate(optimizer.param_groups)}
     return before, after, {k: v.item() for k, v in norms.items()}
 
@@ -158,7 +148,7 @@ def test_sweep_configs_compose_with_the_optuna_sweeper(sweep):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.experiment == sweep
-    assert cfg.metatest.task_set == "tuning"  # recipes are chosen on the tuning set only
+    assert cfg.callbacks.metatest.task_set == "tuning"  # recipes are chosen on the tuning set only
     assert "OptunaSweeper" in cfg.hydra.sweeper._target_
     params = cfg.hydra.sweeper.params
     assert "algo.actor_lr" in params and "model.hidden_size" in params

@@ -25,7 +25,7 @@ def test_tiny_run_of_every_family(preset, tmp_path):
     cfg = compose_cfg([f"conf={preset}", f"runs_dir={tmp_path}", "env.episodes_per_trial=3"])
     out = train(cfg)
     module = out["module"]
-    steps = 3 * (cfg.env.episode_steps or 1)
+    steps = 3 * (cfg.env.simulator.get("episode_steps") or 1)
     assert int(module.frames) == 2 * 2 * 8 * steps  # epochs x iterations x trials x trial length
     assert out["trainer"].global_step == 2 * 2 * 2 * 2  # epochs x iterations x PPO epochs x minibatches
     assert out["metatest"] is not None and "return_ep2" in out["metatest"]
@@ -47,8 +47,9 @@ def test_training_changes_the_collecting_policy(tmp_path):
     assert snap.same
 
 
-def test_resume_from_last_ckpt_continues_exactly(tmp_path):
-    base = [f"runs_dir={tmp_path}", "metatest.enabled=false", "seed=7"]
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_resume_from_last_ckpt_continues_exactly(tmp_path, algo):
+    base = [f"runs_dir={tmp_path}", "callbacks.metatest=null", "seed=7", f"algo={algo}"]
     full = train(compose_cfg([*base, "trainer.max_epochs=2", "experiment=full"]))
     first = train(compose_cfg([*base, "trainer.max_epochs=1", "experiment=split"]))
     assert int(first["module"].frames) == int(full["module"].frames) // 2
@@ -73,10 +74,31 @@ def test_resume_rejects_missing_and_corrupt_checkpoints(tmp_path):
 
 
 def test_resume_rejects_a_checkpoint_of_another_architecture(tmp_path):
-    out = train(compose_cfg([f"runs_dir={tmp_path}", "trainer.max_epochs=1", "metatest.enabled=false"]))
+    out = train(compose_cfg([f"runs_dir={tmp_path}", "trainer.max_epochs=1", "callbacks.metatest=null"]))
     ckpt = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError, match="model.hidden_size"):
         train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={ckpt}", "model.hidden_size=32"]))
+
+
+PRE_REDESIGN = ROOT / "tests" / "data" / "pre_redesign_bandit_k5_n10.ckpt"
+
+
+def test_a_checkpoint_written_before_the_components_redesign_loads_and_resumes(tmp_path):
+    """Written by commit 5a359f2 (flat env.family / model.architecture hyperparameters, loss_module.* keys):
+    its agent rebuilds through today's config nodes with the same weights, and training resumes from it."""
+    from rl2_lightning.module import RL2Module
+
+    old = torch.load(PRE_REDESIGN, map_location="cpu", weights_only=False)
+    assert "family" in old["hyper_parameters"]["env"] and "loss_module.actor_network_params.module.0.module.0.module.linear.weight" in old["state_dict"]
+    module = RL2Module.load_from_checkpoint(PRE_REDESIGN, map_location="cpu")
+    assert module.hparams.model["memory"]["_target_"] == "rl2_lightning.models.GRUMemory"
+    assert module.hparams.env["simulator"] == {"_target_": "rl2_lightning.envs.BernoulliBandit", "_partial_": True, "num_arms": 5}
+    for key, value in module.state_dict().items():
+        if key.startswith(("actor.", "critic.")):
+            assert torch.equal(value, old["state_dict"][key]), key
+    out = train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={PRE_REDESIGN}", "trainer.max_epochs=3",
+                             "callbacks.metatest=null"]))
+    assert int(out["module"].frames) == int(old["state_dict"]["frames"]) * 3 // 2  # one more epoch of the same size
 
 
 class RecordRank(L.Callback):
@@ -93,9 +115,11 @@ class RecordRank(L.Callback):
         )
 
 
-def test_ddp_two_cpu_processes_stay_in_sync_with_different_tasks(tmp_path):
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_ddp_two_cpu_processes_stay_in_sync_with_different_tasks(tmp_path, algo):
     cfg = compose_cfg(
-        [f"runs_dir={tmp_path}", "trainer.devices=2", "trainer.strategy=ddp_spawn", "metatest.num_tasks=20"]
+        [f"runs_dir={tmp_path}", "trainer.devices=2", "trainer.strategy=ddp_spawn", "callbacks.metatest.num_tasks=20",
+         f"algo={algo}"]
     )
     train(cfg, extra_callbacks=[RecordRank(str(tmp_path))])
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
@@ -110,7 +134,7 @@ def test_train_py_runs_with_ddp_strategy_from_the_command_line(tmp_path):
     from trainkit import TINY
 
     cmd = [sys.executable, "train.py", *TINY, "trainer.devices=2", "trainer.strategy=ddp", f"runs_dir={tmp_path}"]
-    cmd += ["trainer.max_epochs=1", "metatest.num_tasks=20"]
+    cmd += ["trainer.max_epochs=1", "callbacks.metatest.num_tasks=20"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(Path(tmp_path).glob("bandit_k5_n10/*/checkpoints/last.ckpt"))
@@ -134,12 +158,12 @@ def test_tiny_maze_run_trains_end_to_end(tmp_path):
             "conf=maze_5x5",
             f"runs_dir={tmp_path}",
             "env.num_envs=2",
-            "env.horizon=6",
-            "metatest.num_tasks=4",
-            "metatest.batch_size=2",
-            "metatest.every_n_epochs=1",
-            "metatest.episodes_per_trial=3",
-            "logger=true",
+            "env.simulator.horizon=6",
+            "callbacks.metatest.num_tasks=4",
+            "callbacks.metatest.batch_size=2",
+            "callbacks.metatest.every_n_epochs=1",
+            "callbacks.metatest.episodes_per_trial=3",
+            "logger=tensorboard",
         ]
     )
     out = train(cfg)
@@ -168,23 +192,23 @@ def test_tiny_maze_run_trains_end_to_end(tmp_path):
 
     ckpt = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
     ev = tmp_path / "evaluate"
-    args = ["conf=maze_5x5", f"ckpt={ckpt}", "env.horizon=6", "metatest.num_tasks=3", "metatest.batch_size=2"]
+    args = ["conf=maze_5x5", f"ckpt={ckpt}", "env.simulator.horizon=6", "callbacks.metatest.num_tasks=3", "callbacks.metatest.batch_size=2"]
     rows = evaluate_main([*args, f"out={ev}"])
-    assert [r["key"] for r in rows] == ["rl2", "random"]
+    assert [r["key"] for r in rows] == ["random", "rl2"]  # the comparison first, then RL²
     assert all(0 <= r["success_ep1"] <= 1 and 0 <= r["improved"] <= 1 for r in rows)
     table = (ev / "maze_5x5.md").read_text()
     assert "| RL² |" in table and "| Random |" in table and "| RL² (paper) |" in table and "99.3%" in table
     for name in ("maze_5x5.png", "maze_5x5.csv", "trial_rl2_paths.png", "trial_random_paths.png"):
         assert (ev / name).stat().st_size > 0
     assert Image.open(ev / "trial_rl2.gif").n_frames > 1
-    with pytest.raises(ValueError, match="env.horizon=6, not 250"):  # a checkpoint of another setting
+    with pytest.raises(ValueError, match=r"ckpt=.* was trained with env\.simulator\.horizon=6, but the config has 250"):  # a checkpoint of another setting
         evaluate_main(["conf=maze_5x5", f"ckpt={ckpt}", f"out={ev}"])
 
 
 def test_fps_and_frames_are_logged_against_frames(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = train(compose_cfg([f"runs_dir={tmp_path}", "logger=true", "metatest.num_tasks=20"]))
+    out = train(compose_cfg([f"runs_dir={tmp_path}", "logger=tensorboard", "callbacks.metatest.num_tasks=20"]))
     events = EventAccumulator(str(Path(out["run_dir"]) / "tb"))
     events.Reload()
     fps = events.Scalars("time/fps")
@@ -202,10 +226,10 @@ def test_maze_run_with_two_env_worker_processes(tmp_path):
         f"runs_dir={tmp_path}",
         "env.num_envs=2",
         "env.workers=2",
-        "env.horizon=6",
-        "metatest.num_tasks=2",
-        "metatest.batch_size=2",
-        "metatest.video_frames=0",
+        "env.simulator.horizon=6",
+        "callbacks.metatest.num_tasks=2",
+        "callbacks.metatest.batch_size=2",
+        "callbacks.metatest.video_frames=0",
     ]
     cfg = compose_cfg([*cfg_overrides, "trainer.max_epochs=1"])
 

@@ -25,7 +25,7 @@ import torch
 from rl2_lightning.baselines.tune import make_baseline, parse_setting
 from rl2_lightning.envs import make_trial_env
 from rl2_lightning.envs.tasks import derive_seed
-from rl2_lightning.metatest import episode_returns, mean_ci95, play_trials
+from rl2_lightning.evaluation.scoring import episode_returns, mean_ci95, play_trials
 
 
 def heldout_scores(

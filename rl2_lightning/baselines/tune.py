@@ -23,13 +23,11 @@ import torch
 import yaml
 from torchrl.envs import InitTracker, TransformedEnv
 
-from rl2_lightning.baselines.bandit import make_bandit_baseline
-from rl2_lightning.baselines.mdp import PRIORS, make_tabular_baseline
+from rl2_lightning.baselines.mdp import PRIORS
+from rl2_lightning.baselines.registry import config_path, make_baseline, parse_setting
 from rl2_lightning.envs import FixedTasks, TrialEnv, make_simulator
 from rl2_lightning.envs.tasks import derive_seed, load_task_set
-from rl2_lightning.metatest import episode_returns, play_trials
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "baselines"
+from rl2_lightning.evaluation.scoring import episode_returns, play_trials
 
 #: grids per family and method (wide: the paper grid-searched every hyperparameter per setting)
 GRIDS: dict[str, dict[str, dict[str, list]]] = {
@@ -52,43 +50,12 @@ _SEPARATE = {("tabular", "opsrl"), ("bandit", "ots")}
 OTS_BUDGET = 200_000
 
 
-def parse_setting(setting: str) -> tuple[dict, int]:
-    """``bandit_k5_n10`` -> ``({"family": "bandit", "num_arms": 5}, 10)``; ``tabular_n25`` -> tabular MDPs, n = 25."""
-    m = re.fullmatch(r"bandit_k(\d+)_n(\d+)", setting)
-    if m:
-        return {"family": "bandit", "num_arms": int(m[1])}, int(m[2])
-    m = re.fullmatch(r"tabular_n(\d+)", setting)
-    if m:
-        return {"family": "tabular", "num_states": 10, "num_actions": 5, "episode_steps": 10}, int(m[1])
-    raise ValueError(f"setting {setting!r} is unknown; expected bandit_k<k>_n<n> or tabular_n<n>")
-
-
-def setting_name(setting_kwargs: dict, episodes_per_trial: int) -> str:
-    """Inverse of :func:`parse_setting` (``riverswim_n{n}`` for RiverSwim)."""
-    family = setting_kwargs["family"]
-    if family == "bandit":
-        return f"bandit_k{setting_kwargs.get('num_arms', 5)}_n{episodes_per_trial}"
-    return f"{family}_n{episodes_per_trial}"
-
-
-def make_baseline(setting_kwargs: dict, episodes_per_trial: int, name: str, prior: str = "paper", **hparams):
-    """Build baseline ``name`` for a setting (bandit or tabular family)."""
-    kw = dict(setting_kwargs)
-    family = kw.pop("family")
-    if family == "bandit":
-        return make_bandit_baseline(name, kw.get("num_arms", 5), episodes_per_trial, **hparams)
-    sim = make_simulator(family, 1, **kw)
-    return make_tabular_baseline(
-        name, sim.num_states, sim.num_actions, sim.fixed_episode_steps, prior=prior, **hparams
-    )
-
-
 def tuning_env(setting_kwargs: dict, episodes_per_trial: int, num_tasks: int, copies: int, seed: int = 0):
     """A trial env of ``copies * num_tasks`` envs playing the first ``num_tasks`` tuning tasks, repeated."""
     kw = dict(setting_kwargs)
     family = kw.pop("family")
     sim = make_simulator(family, copies * num_tasks, **kw)
-    tasks = load_task_set(sim.setting, "tuning")[:num_tasks]
+    tasks = load_task_set(sim.distribution, "tuning")[:num_tasks]
     sim.seed(derive_seed(seed, "tuning", "dynamics"))
     return TransformedEnv(TrialEnv(sim, FixedTasks(tasks), episodes_per_trial), InitTracker())
 
@@ -159,20 +126,6 @@ def tune_setting(
             result.setdefault("hparams", {})[prior] = chosen
             result.setdefault("grid", {})[prior] = scores_out
     return result
-
-
-def config_path(setting: str) -> Path:
-    """``conf/baselines/<setting>.yaml``."""
-    return CONF_DIR / f"{setting}.yaml"
-
-
-def load_hparams(setting: str, prior: str | None = None) -> dict[str, dict]:
-    """Tuned hyperparameters of ``setting`` per method (``{}`` when the setting was never tuned)."""
-    path = config_path(setting)
-    if not path.exists():
-        return {}
-    hparams = yaml.safe_load(path.read_text()).get("hparams", {})
-    return hparams.get(prior, {}) if prior is not None else hparams
 
 
 def write_config(setting: str, result: dict, command: str, num_tasks: int, seed: int) -> Path:

@@ -7,14 +7,19 @@ a :class:`~rl2_lightning.envs.tasks.TaskSource` (where tasks come from) -> :clas
 
 from __future__ import annotations
 
+from typing import Annotated, Callable, Union
+
 import torch
 from torchrl.envs import InitTracker, TransformedEnv
+
+from rl2_lightning.components import Range
 
 from rl2_lightning.envs.bandit import BernoulliBandit
 from rl2_lightning.envs.episode import EpisodeEnv
 from rl2_lightning.envs.tabular import RiverSwim, TabularMDP
 from rl2_lightning.envs.tasks import FixedTasks, SampledTasks, TaskSource, derive_seed, excluded_tasks
 from rl2_lightning.envs.trial import TaskSimulator, TrialEnv
+
 
 def _maze(**kwargs) -> TaskSimulator:
     """The maze simulator, imported on demand (it needs ViZDoom)."""
@@ -23,16 +28,18 @@ def _maze(**kwargs) -> TaskSimulator:
     return MazeSimulator(**kwargs)
 
 
-FAMILIES: dict[str, type[TaskSimulator]] = {
+#: the built-in families by name, for the functions below and the command-line tools; the training
+#: application names its simulator by ``_target_`` instead (conf/env/), so a new family needs no entry
+FAMILIES: dict[str, Callable[..., TaskSimulator]] = {
     "bandit": BernoulliBandit,
     "tabular": TabularMDP,
     "riverswim": RiverSwim,
     "maze": _maze,
 }
 
-# Task distributions that have fixed held-out / tuning sets under data/tasks/ (one per distinct
-# distribution: the trial length n does not change the tasks).
-TASK_SETTINGS: dict[str, dict] = {
+#: Task distributions that have fixed held-out / tuning sets under data/tasks/ (one per distinct
+#: distribution: the trial length n does not change the tasks).
+TASK_DISTRIBUTIONS: dict[str, dict] = {
     "bandit_k5": {"family": "bandit", "num_arms": 5},
     "bandit_k10": {"family": "bandit", "num_arms": 10},
     "bandit_k50": {"family": "bandit", "num_arms": 50},
@@ -40,19 +47,39 @@ TASK_SETTINGS: dict[str, dict] = {
     "riverswim_s10": {"family": "riverswim", "num_states": 10, "episode_steps": 20},
 }
 
+SimulatorFactory = Union[str, Callable[..., TaskSimulator]]
 
-def make_simulator(family: str, num_envs: int, device: torch.device | str = "cpu", **kwargs) -> TaskSimulator:
-    """Build the batched simulator of a task family by name (``bandit``, ``tabular``, ``riverswim``)."""
-    if family not in FAMILIES:
-        raise ValueError(f"env.family={family!r} is unknown; allowed: {', '.join(FAMILIES)}")
+
+def _simulator_class(simulator: SimulatorFactory):
+    """The class behind a family name, a class or a ``functools.partial`` of one."""
+    if isinstance(simulator, str):
+        if simulator == "maze":
+            from rl2_lightning.envs.maze.doom import MazeSimulator
+
+            return MazeSimulator
+        if simulator not in FAMILIES:
+            raise ValueError(f"env family {simulator!r} is unknown; built in: {', '.join(FAMILIES)}")
+        return FAMILIES[simulator]
+    return getattr(simulator, "func", simulator)
+
+
+def make_simulator(
+    simulator: SimulatorFactory, num_envs: int, device: torch.device | str = "cpu", **kwargs
+) -> TaskSimulator:
+    """Build a batched simulator: ``simulator`` is a family name (``bandit``, ``tabular``, ``riverswim``,
+    ``maze``), a :class:`TaskSimulator` class, or a ``functools.partial`` of one holding its sizes."""
+    if isinstance(simulator, str):
+        if simulator not in FAMILIES:
+            raise ValueError(f"env family {simulator!r} is unknown; built in: {', '.join(FAMILIES)}")
+        simulator = FAMILIES[simulator]
     try:
-        return FAMILIES[family](num_envs=num_envs, device=device, **kwargs)
+        return simulator(num_envs=num_envs, device=device, **kwargs)
     except TypeError as err:  # an argument the family does not take
-        raise ValueError(f"env: bad argument for family {family!r}: {err}") from None
+        raise ValueError(f"env.simulator: bad argument: {err}") from None
 
 
 def make_trial_env(
-    family: str,
+    simulator: SimulatorFactory,
     num_envs: int,
     episodes_per_trial: int,
     *,
@@ -63,40 +90,96 @@ def make_trial_env(
     task_set: str | None = None,
     device: torch.device | str = "cpu",
     init_tracker: bool = True,
-    **family_kwargs,
+    **simulator_kwargs,
 ) -> TrialEnv | TransformedEnv:
     """A ready RL² trial env.
 
     With ``task_set=None`` tasks come from a training stream seeded by ``(seed, rank, worker)`` that
-    excludes the family's held-out and tuning sets; with ``task_set="heldout"`` or ``"tuning"`` they are
-    that fixed set, in order. ``init_tracker`` appends TorchRL's ``InitTracker`` (``is_init`` marks
-    trial starts, where the GRU resets). ``trials_per_reset > 1`` is the no-reset ablation (see
-    :class:`TrialEnv`).
+    excludes the distribution's held-out and tuning sets; with ``task_set="heldout"`` or ``"tuning"`` they
+    are that fixed set, in order. Simulators that hold their own pools (mazes: ``own_pools``) are built
+    on the training or the held-out pool instead. ``init_tracker`` appends TorchRL's ``InitTracker``
+    (``is_init`` marks trial starts, where the memory resets). ``trials_per_reset > 1`` is the no-reset
+    ablation (see :class:`TrialEnv`).
     """
-    if family == "maze":  # a maze simulator holds one pool: the training one, or the held-out one
+    own_pools = getattr(_simulator_class(simulator), "own_pools", False)
+    if own_pools:
         if task_set == "tuning":
-            raise ValueError("task_set='tuning' is not defined for mazes; allowed: heldout or None (training)")
-        family_kwargs = {**family_kwargs, "pool": "heldout" if task_set == "heldout" else "train"}
-    sim = make_simulator(family, num_envs, device, **family_kwargs)
+            raise ValueError("task_set='tuning' is not defined for this family; allowed: heldout or None (training)")
+        simulator_kwargs = {**simulator_kwargs, "pool": "heldout" if task_set == "heldout" else "train"}
+    sim = make_simulator(simulator, num_envs, device, **simulator_kwargs)
     source: TaskSource
     if task_set is None:
-        # Maze pools are disjoint by construction (checked when generated); other families exclude
+        # Own pools are disjoint by construction (checked when generated); other families exclude
         # their fixed sets from the stream by fingerprint.
-        exclude = None if family == "maze" else excluded_tasks(sim.setting)
+        exclude = None if own_pools else excluded_tasks(sim.distribution)
         source = SampledTasks(sim.sample_tasks, derive_seed(seed, "train", "tasks", rank, worker), exclude, sim.device)
     else:
         from rl2_lightning.envs.tasks import load_task_set
 
-        source = FixedTasks(sim.task_set() if family == "maze" else load_task_set(sim.setting, task_set))
+        source = FixedTasks(sim.task_set() if own_pools else load_task_set(sim.distribution, task_set))
     sim.seed(derive_seed(seed, "train" if task_set is None else task_set, "dynamics", rank, worker))
     env = TrialEnv(sim, source, episodes_per_trial, trials_per_reset, device=sim.device)
     env.worker = worker
     return TransformedEnv(env, InitTracker()) if init_tracker else env
 
 
+class TrialEnvFactory:
+    """The env component (``conf/env/<family>.yaml``): a family's simulator and the trial layout.
+
+    Args:
+        simulator: a :class:`TaskSimulator` class or a ``functools.partial`` of one with its sizes
+            (Hydra builds it from the ``env.simulator`` node); it is called with ``num_envs`` and
+            ``device`` (and ``pool`` for families with their own pools).
+        episodes_per_trial: episodes ``n`` in one trial.
+        num_envs: trials collected per iteration on each device.
+        trials_per_reset: > 1 is the no-reset ablation (the memory kept across that many trials).
+        workers: env processes per device (TorchRL ``ParallelEnv``), each stepping
+            ``num_envs / workers`` simulators; only for families that drive external engines.
+    """
+
+    def __init__(
+        self,
+        simulator: Callable[..., TaskSimulator],
+        episodes_per_trial: Annotated[int, Range(1)] = 10,
+        num_envs: Annotated[int, Range(1)] = 256,
+        trials_per_reset: Annotated[int, Range(1)] = 1,
+        workers: Annotated[int, Range(1)] = 1,
+    ):
+        cls = _simulator_class(simulator)
+        if num_envs % workers:
+            raise ValueError(f"env.workers={workers} is not allowed; it must divide env.num_envs={num_envs}")
+        if workers > 1 and not getattr(cls, "runs_engines", False):
+            raise ValueError(f"env.workers > 1 is only for families that drive engines; {cls.__name__} is batched tensor code")
+        self.simulator, self.episodes_per_trial, self.num_envs = simulator, episodes_per_trial, num_envs
+        self.trials_per_reset, self.workers = trials_per_reset, workers
+
+    @property
+    def simulator_class(self) -> type[TaskSimulator]:
+        """The simulator's class."""
+        return _simulator_class(self.simulator)
+
+    def make(
+        self, num_envs: int | None = None, *, task_set: str | None = None, episodes_per_trial: int | None = None,
+        device: torch.device | str = "cpu", **kwargs,
+    ) -> TrialEnv | TransformedEnv:
+        """A trial env of ``num_envs`` (default: the configured number) on the training stream or a task
+        set; ``kwargs`` go to :func:`make_trial_env` (``seed``, ``rank``, ``worker``, ``init_tracker``)."""
+        return make_trial_env(
+            self.simulator, num_envs or self.num_envs, episodes_per_trial or self.episodes_per_trial,
+            trials_per_reset=self.trials_per_reset if task_set is None else 1, task_set=task_set, device=device,
+            **kwargs,
+        )
+
+    def spec_env(self) -> TrialEnv:
+        """A one-env trial env, only to read specs and sizes (close it after use)."""
+        sim = make_simulator(self.simulator, 1, **({"pool": "heldout"} if getattr(self.simulator_class, "own_pools", False) else {}))
+        return TrialEnv(sim, SampledTasks(sim.sample_tasks), self.episodes_per_trial)
+
+
 __all__ = [
     "FAMILIES",
-    "TASK_SETTINGS",
+    "TASK_DISTRIBUTIONS",
+    "TrialEnvFactory",
     "BernoulliBandit",
     "EpisodeEnv",
     "FixedTasks",

@@ -28,7 +28,7 @@ class BernoulliBandit(TaskSimulator):
         self.p = torch.zeros(num_envs, num_arms, device=self.device)
 
     @property
-    def setting(self) -> str:
+    def distribution(self) -> str:
         """Name of the task distribution, used for the fixed task set files."""
         return f"bandit_k{self.num_actions}"
 

@@ -74,9 +74,15 @@ class TabularMDP(TaskSimulator):
         self._eye = torch.eye(s, device=self.device)
 
     @property
-    def setting(self) -> str:
+    def distribution(self) -> str:
         """Name of the task distribution, used for the fixed task set files."""
         return f"tabular_s{self.num_states}_a{self.num_actions}"
+
+    def setting(self, episodes_per_trial: int) -> str:
+        """``tabular_n<n>`` for the paper's MDPs (|S| = 10, |A| = 5, T = 10), ``<distribution>_n<n>`` otherwise."""
+        if (self.num_states, self.num_actions, self.fixed_episode_steps) == (10, 5, 10):
+            return f"tabular_n{episodes_per_trial}"
+        return f"{self.distribution}_n{episodes_per_trial}"
 
     def sample_tasks(self, n: int, generator: torch.Generator) -> TensorDict:  # noqa: D102
         s, a = self.num_states, self.num_actions
@@ -138,8 +144,11 @@ class RiverSwim(TabularMDP):
         super().__init__(num_envs, num_states, 2, episode_steps, reward_std=0.0, device=device)
 
     @property
-    def setting(self) -> str:  # noqa: D102
+    def distribution(self) -> str:  # noqa: D102
         return f"riverswim_s{self.num_states}"
+
+    def setting(self, episodes_per_trial: int) -> str:  # noqa: D102
+        return f"riverswim_n{episodes_per_trial}"
 
     def sample_tasks(self, n: int, generator: torch.Generator) -> TensorDict:  # noqa: D102
         dev, s = generator.device, self.num_states

@@ -166,11 +166,11 @@ def tensordict_checksum(tasks: TensorDict) -> str:
     return h.hexdigest()
 
 
-def task_set_path(setting: str, split: str) -> Path:
+def task_set_path(distribution: str, split: str) -> Path:
     """File of one fixed task set, e.g. ``data/tasks/bandit_k5_heldout.pt``."""
     if split not in SPLITS:
         raise ValueError(f"task set split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
-    return TASKS_DIR / f"{setting}_{split}.pt"
+    return TASKS_DIR / f"{distribution}_{split}.pt"
 
 
 def _read_checksums() -> dict[str, str]:
@@ -179,12 +179,12 @@ def _read_checksums() -> dict[str, str]:
     return json.loads(CHECKSUMS_FILE.read_text())
 
 
-def load_task_set(setting: str, split: str = "heldout", verify: bool = True) -> TensorDict:
+def load_task_set(distribution: str, split: str = "heldout", verify: bool = True) -> TensorDict:
     """Load a fixed task set and check it against ``data/tasks/checksums.json``.
 
     Raises ``FileNotFoundError`` / ``ValueError`` with the command that regenerates the set.
     """
-    path = task_set_path(setting, split)
+    path = task_set_path(distribution, split)
     regen = "regenerate with `python -m rl2_lightning.envs.tasks generate`"
     if not path.exists():
         raise FileNotFoundError(f"task set {path} is missing; {regen}")
@@ -208,28 +208,29 @@ def load_task_set(setting: str, split: str = "heldout", verify: bool = True) -> 
     return tasks
 
 
-def excluded_tasks(setting: str) -> TensorDict | None:
-    """Union of the held-out and tuning sets of a setting (what training must never draw)."""
-    sets = [load_task_set(setting, split) for split in SPLITS if task_set_path(setting, split).exists()]
+def excluded_tasks(distribution: str) -> TensorDict | None:
+    """Union of the held-out and tuning sets of a distribution (what training must never draw)."""
+    sets = [load_task_set(distribution, split) for split in SPLITS if task_set_path(distribution, split).exists()]
     return torch.cat(sets) if sets else None
 
 
 def generate_task_sets(size: int = TASK_SET_SIZE, out_dir: Path = TASKS_DIR) -> dict[str, str]:
-    """Deterministically draw every setting's held-out and tuning sets and write them with checksums."""
-    from rl2_lightning.envs import TASK_SETTINGS, make_simulator
+    """Deterministically draw every distribution's held-out and tuning sets and write them with checksums."""
+    from rl2_lightning.envs import TASK_DISTRIBUTIONS, make_simulator
 
     out_dir.mkdir(parents=True, exist_ok=True)
     checksums = {}
-    for setting, kwargs in TASK_SETTINGS.items():
-        sim = make_simulator(num_envs=1, **kwargs)
+    for distribution, kwargs in TASK_DISTRIBUTIONS.items():
+        kw = dict(kwargs)
+        sim = make_simulator(kw.pop("family"), 1, **kw)
         drawn = []
         for split in SPLITS:
-            gen = torch.Generator().manual_seed(derive_seed(FIXED_SETS_SEED, setting, split))
+            gen = torch.Generator().manual_seed(derive_seed(FIXED_SETS_SEED, distribution, split))
             tasks = sim.sample_tasks(size, gen)
             for other in drawn:  # the tuning set shares no task with the held-out set
                 assert not torch.isin(task_fingerprint(tasks), task_fingerprint(other)).any()
             drawn.append(tasks)
-            path = out_dir / f"{setting}_{split}.pt"
+            path = out_dir / f"{distribution}_{split}.pt"
             torch.save({k: v.contiguous() for k, v in tasks.items()}, path)
             checksums[path.name] = tensordict_checksum(tasks)
     (out_dir / "checksums.json").write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
@@ -247,12 +248,12 @@ def main(argv: list[str] | None = None) -> None:
         for name, digest in generate_task_sets().items():
             print(f"{digest}  {TASKS_DIR / name}")
     else:
-        from rl2_lightning.envs import TASK_SETTINGS
+        from rl2_lightning.envs import TASK_DISTRIBUTIONS
 
-        for setting in TASK_SETTINGS:
+        for distribution in TASK_DISTRIBUTIONS:
             for split in SPLITS:
-                load_task_set(setting, split)
-                print(f"ok  {task_set_path(setting, split)}")
+                load_task_set(distribution, split)
+                print(f"ok  {task_set_path(distribution, split)}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,10 @@ class TaskSimulator(abc.ABC):
     observation_shape: tuple[int, ...]
     #: maximum number of steps of one episode
     max_episode_steps: int
+    #: the family holds its own training and held-out pools (built with ``pool=``) instead of task-set files
+    own_pools: bool = False
+    #: the family drives external engines, so its envs may be split over worker processes
+    runs_engines: bool = False
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu"):
         if num_envs < 1:
@@ -99,6 +103,20 @@ class TaskSimulator(abc.ABC):
 
     def close(self) -> None:
         """Release external resources (engines, processes); nothing by default."""
+
+    @property
+    def distribution(self) -> str:
+        """Name of the task distribution (``bandit_k5``): the fixed task sets are ``data/tasks/<name>_<split>.pt``."""
+        raise NotImplementedError
+
+    def setting(self, episodes_per_trial: int) -> str:
+        """Name of the setting, the distribution with a trial length (a row of the paper's tables)."""
+        return f"{self.distribution}_n{episodes_per_trial}"
+
+    def trial_metrics(self, steps: TensorDictBase, episodes_per_trial: int) -> dict[str, float]:
+        """Family-specific meta-test metrics from played trials (``episode_index``, ``valid``, reward per
+        step, ``[num_trials, T]``); none by default (mazes: the paper's Table 3 columns)."""
+        return {}
 
 
 class SimulatorEnv(EnvBase):

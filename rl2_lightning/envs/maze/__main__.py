@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rl2_lightning.envs.maze.layout import POOLS, SIZES, load_pool, write_pools
+from rl2_lightning.envs.maze.layout import POOLS, SIZES, load_pool
+from rl2_lightning.envs.maze.wad import write_pools
 
 
 def render_sheet(size: int, pool: str, out: str, count: int = 64) -> None:

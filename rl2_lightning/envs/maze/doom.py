@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from rl2_lightning.envs.maze.layout import check_pool, check_size, load_pool, setting_name
+from rl2_lightning.envs.maze.layout import check_pool, check_size, distribution_name, load_pool
 from rl2_lightning.envs.maze.wad import ensure_wad, map_name
 from rl2_lightning.envs.trial import EngineRestarted, TaskSimulator
 
@@ -124,6 +124,10 @@ class MazeSimulator(TaskSimulator):
 
     num_actions = 3
     observation_shape = (3, 30, 40)
+    #: the training and held-out mazes are the simulator's own pools (``pool=``), not task-set files
+    own_pools = True
+    #: each game is an engine process: envs may be split over ``env.workers`` processes
+    runs_engines = True
 
     def __init__(
         self,
@@ -161,9 +165,24 @@ class MazeSimulator(TaskSimulator):
         self.games = [self._start_game() for _ in range(num_envs)]
 
     @property
-    def setting(self) -> str:
+    def positions(self) -> np.ndarray:
+        """Each game's current ``(x, y, angle)`` in map units and degrees, ``[num_envs, 3]`` (a copy)."""
+        return self._pos.copy()
+
+    def trial_metrics(self, steps, episodes_per_trial: int) -> dict[str, float]:
+        """The paper's Table 3 columns: success and successful-episode length per episode, %improved."""
+        from rl2_lightning.evaluation.scoring import navigation_metrics
+
+        return navigation_metrics(steps, episodes_per_trial)
+
+    @property
+    def distribution(self) -> str:
         """Name of the task distribution (``maze_5x5`` / ``maze_9x9``)."""
-        return setting_name(self.size)
+        return distribution_name(self.size)
+
+    def setting(self, episodes_per_trial: int) -> str:
+        """``maze_5x5`` / ``maze_9x9``: Table 3's rows, whatever the trial length."""
+        return self.distribution
 
     # ------------------------------------------------------------------ engine
     def _start_game(self):

@@ -48,7 +48,7 @@ def check_pool(pool: str) -> str:
     return pool
 
 
-def setting_name(size: int) -> str:
+def distribution_name(size: int) -> str:
     """Name of the task distribution, e.g. ``maze_5x5``."""
     return f"maze_{check_size(size)}x{size}"
 
@@ -188,7 +188,7 @@ class Pool:
 
 def pool_path(size: int, pool: str, suffix: str = ".npz") -> Path:
     """File of one pool, e.g. ``data/maze/maze_5x5_train.npz`` (``suffix=".wad"`` for its WAD)."""
-    return MAZE_DIR / f"{setting_name(size)}_{check_pool(pool)}{suffix}"
+    return MAZE_DIR / f"{distribution_name(size)}_{check_pool(pool)}{suffix}"
 
 
 def generate_pools(size: int, pool_size: int = POOL_SIZE) -> dict[str, Pool]:
@@ -198,7 +198,7 @@ def generate_pools(size: int, pool_size: int = POOL_SIZE) -> dict[str, Pool]:
     for name in POOLS:
         layouts, j = [], 0
         while len(layouts) < pool_size:
-            layout = generate_layout(size, derive_seed(FIXED_SETS_SEED, setting_name(size), name, j))
+            layout = generate_layout(size, derive_seed(FIXED_SETS_SEED, distribution_name(size), name, j))
             j += 1
             if layout.key() not in seen:  # disjoint across pools and distinct within one
                 seen.add(layout.key())
@@ -236,20 +236,3 @@ def load_pool(size: int, pool: str, verify: bool = True) -> Pool:
                 f"(expected {expected}, got {loaded.checksum()}); {REGENERATE}"
             )
     return loaded
-
-
-def write_pools(sizes: tuple[int, ...] = SIZES, pool_size: int = POOL_SIZE) -> dict[str, str]:
-    """Generate every size's pools, write them, build their WADs and record all checksums."""
-    from rl2_lightning.envs.maze.wad import build_wad
-
-    MAZE_DIR.mkdir(parents=True, exist_ok=True)
-    checksums = read_checksums()
-    for size in sizes:
-        for name, p in generate_pools(size, pool_size).items():
-            path = pool_path(size, name)
-            np.savez_compressed(path, **p.arrays())
-            checksums[path.name] = p.checksum()
-            wad = build_wad(p)
-            checksums[pool_path(size, name, ".wad").name] = hashlib.sha256(wad).hexdigest()
-    CHECKSUMS_FILE.write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
-    return checksums

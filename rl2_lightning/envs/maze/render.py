@@ -172,7 +172,7 @@ def record_trial(env, policy=None, max_steps: int | None = None) -> dict[str, np
         for _ in range(steps):
             td = policy(td) if policy is not None else env.rand_action(td)
             out["observation"].append(td["observation"][0].cpu().numpy())
-            out["position"].append(np.array(sim._pos[0], dtype=np.float64))
+            out["position"].append(sim.positions[0])
             out["episode_index"].append(int(td["episode_index"][0]))
             td = env.step(td)
             out["reward"].append(float(td["next", "reward"][0]))

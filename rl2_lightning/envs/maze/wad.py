@@ -18,7 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
-from rl2_lightning.envs.maze.layout import GOAL, OPEN, REGENERATE, Layout, Pool, pool_path, read_checksums
+import json
+
+from rl2_lightning.envs.maze.layout import (
+    CHECKSUMS_FILE,
+    GOAL,
+    MAZE_DIR,
+    OPEN,
+    REGENERATE,
+    SIZES,
+    POOL_SIZE,
+    Layout,
+    Pool,
+    generate_pools,
+    pool_path,
+    read_checksums,
+)
 
 BLOCK = 96  # map units per grid block
 WALL_TEXTURE = "STARTAN2"
@@ -153,3 +168,18 @@ def ensure_wad(pool: Pool) -> Path:
         f.write(blob)
     os.replace(tmp, path)
     return path
+
+
+def write_pools(sizes: tuple[int, ...] = SIZES, pool_size: int = POOL_SIZE) -> dict[str, str]:
+    """Generate every size's pools, write them, build their WADs and record all checksums."""
+    MAZE_DIR.mkdir(parents=True, exist_ok=True)
+    checksums = read_checksums()
+    for size in sizes:
+        for name, p in generate_pools(size, pool_size).items():
+            path = pool_path(size, name)
+            np.savez_compressed(path, **p.arrays())
+            checksums[path.name] = p.checksum()
+            wad = build_wad(p)
+            checksums[pool_path(size, name, ".wad").name] = hashlib.sha256(wad).hexdigest()
+    CHECKSUMS_FILE.write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
+    return checksums

@@ -1,7 +1,8 @@
-"""Meta-test: a frozen policy plays one trial on each task of a fixed set; return per episode index.
+"""Scoring: a frozen policy plays one trial on each task of a fixed set; returns and metrics per episode.
 
-Shared by the meta-test callback, the evaluation command and the baselines, so that RL² and every
-baseline are scored by the same code on the same held-out tasks.
+Shared by the meta-test callback, the evaluation command, the baselines' tuning and the benchmarks, so
+that RL² and every baseline are scored by the same code on the same tasks (common random numbers: the
+callers seed the dynamics and the policies identically for every method).
 """
 
 from __future__ import annotations
@@ -83,16 +84,6 @@ def summarize(returns: torch.Tensor) -> dict[str, float]:
     per_episode = returns.double().mean(0)
     out.update({f"return_ep{k}": v.item() for k, v in enumerate(per_episode)})
     return out
-
-
-#: Paper Table 3 (Duan et al. 2016), per episode of a trial: (mean length of successful trajectories,
-#: its standard error, success rate) for small (5x5) and large (9x9) mazes, and %improved.
-PAPER_TABLE3 = {
-    5: {"length": [52.4, 39.1, 42.6, 43.5, 43.9], "length_se": [1.3, 0.9, 1.0, 1.1, 1.1],
-        "success": [0.993, 0.996, 0.997, 0.994, 0.996], "improved": 0.917},
-    9: {"length": [180.1, 151.8, 169.3, 162.3, 169.3], "length_se": [6.0, 5.9, 6.3, 6.4, 6.5],
-        "success": [0.971, 0.967, 0.958, 0.956, 0.961], "improved": 0.714},
-}
 
 
 def navigation_metrics(rollout: TensorDictBase, episodes_per_trial: int) -> dict[str, float]:

@@ -1,0 +1,157 @@
+"""What every algorithm shares: GAE over whole trials, and the services a Lightning module lends an update.
+
+An algorithm is a ``torch.nn.Module`` built from config (``conf/algo/<name>.yaml``, a ``_partial_``
+node completed with the agent's actor and critic). Per iteration the module calls
+:meth:`TrialAlgorithm.compute_advantages` and then :meth:`TrialAlgorithm.update` with an
+:class:`UpdateContext`, which is all an update may know of ranks and backward passes.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.modules import set_recurrent_mode
+from torchrl.objectives.value import GAE
+
+from rl2_lightning.components import Range
+from rl2_lightning.ppo import next_trial_values
+
+Unit = Annotated[float, Range(0.0, 1.0)]
+Positive = Annotated[float, Range(0.0, None, low_open=True)]
+PositiveInt = Annotated[int, Range(1, None)]
+NonNegative = Annotated[float, Range(0.0, None)]
+
+
+class LRSchedule(Enum):
+    """Learning-rate schedule over ``trainer.max_epochs``."""
+
+    constant = "constant"
+    linear = "linear"
+
+
+class UpdateContext:
+    """Backward passes and rank collectives for an update, outside Lightning (one process).
+
+    :class:`~rl2_lightning.module.RL2Module` hands its updates a subclass that runs
+    ``manual_backward`` and reduces over ranks through the Lightning strategy.
+    """
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss``."""
+        loss.backward()
+
+    #: whether there are several ranks (then every gradient and statistic is averaged over them)
+    distributed = False
+
+    def mean_over_ranks(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of ``x`` over ranks (identity on one process; a collective may work in place)."""
+        return x
+
+    def average_gradients(self, params) -> None:
+        """Replace each gradient by its mean over ranks, in one collective."""
+        params = [p for p in params if p.grad is not None]
+        if not params or not self.distributed:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        mean = self.mean_over_ranks(flat)
+        for p, g in zip(params, torch.split(mean, [p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p.grad))
+
+    def where(self) -> str:
+        """Where the run stands, for error messages."""
+        return "this update"
+
+    def check_finite(self, *values: torch.Tensor) -> None:
+        """Stop before a non-finite loss or gradient norm reaches the parameters (and any checkpoint)."""
+        if not bool(torch.isfinite(torch.stack([v.detach().reshape(()) for v in values])).all()):
+            raise FloatingPointError(
+                f"non-finite loss or gradient in {self.where()}; the run stops with its parameters unchanged, "
+                "and its newest checkpoint is the last good one"
+            )
+
+
+class TrialAlgorithm(nn.Module):
+    """GAE over whole trials (bootstrapping stops at trial ends only), then an algorithm's update.
+
+    Args:
+        actor: the agent's ``ProbabilisticActor`` (writes ``action_log_prob``).
+        critic: the agent's value module (writes ``state_value``).
+        gamma, lmbda: discount and GAE λ.
+        actor_lr, critic_lr: learning rates of the actor's and the critic's parameter groups (with a
+            shared trunk the trunk learns at the actor's rate).
+        lr_schedule: ``constant`` or ``linear`` (to 0 over the run).
+    """
+
+    def __init__(
+        self,
+        actor: nn.Module,
+        critic: nn.Module,
+        gamma: Unit = 0.99,
+        lmbda: Unit = 0.3,
+        actor_lr: Positive = 3e-4,
+        critic_lr: Positive = 1e-4,
+        lr_schedule: LRSchedule = LRSchedule.constant,
+    ):
+        super().__init__()
+        # Not submodules: the agent's networks belong to the Lightning module (their state_dict keys
+        # stay actor.* / critic.*); the algorithm only holds what it owns (losses, GAE).
+        self._networks = (actor, critic)
+        self.actor_lr, self.critic_lr = actor_lr, critic_lr
+        self.lr_schedule = LRSchedule(lr_schedule)
+        self.gae = GAE(gamma=gamma, lmbda=lmbda, value_network=None, deactivate_vmap=True, average_gae=False)
+        # Inner episode ends are not boundaries: the trial's return flows across them.
+        self.gae.set_keys(done="trial_done", terminated="trial_done")
+
+    @property
+    def actor(self) -> nn.Module:
+        """The policy being optimised."""
+        return self._networks[0]
+
+    @property
+    def critic(self) -> nn.Module:
+        """The value function."""
+        return self._networks[1]
+
+    def param_groups(self) -> list[dict]:
+        """The optimizer's groups: the actor's parameters, then the critic's own."""
+        actor = list(self.actor.parameters())
+        seen = {id(p) for p in actor}
+        critic = [p for p in self.critic.parameters() if id(p) not in seen]
+        return [{"params": actor, "lr": self.actor_lr}, {"params": critic, "lr": self.critic_lr}]
+
+    @torch.no_grad()
+    def compute_advantages(self, data: TensorDictBase) -> None:
+        """Critic over each whole trial from a zero state, next-state values by shifting, then GAE.
+
+        Writes ``state_value``, ``("next", "state_value")``, ``advantage`` and ``value_target``.
+        """
+        with set_recurrent_mode(True):
+            values = self.critic(data.select(*self.critic.in_keys, "is_init", strict=False))["state_value"]
+        values = values * data["valid"]  # padding after a trial's end is worth nothing
+        data.set("state_value", values)
+        data.set(("next", "state_value"), next_trial_values(values, data["next", "trial_done"]))
+        self.gae(data)
+
+    def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
+        """Per-epoch schedules (entropy, ...); nothing by default."""
+
+    def update(self, data: TensorDictBase, optimizer: torch.optim.Optimizer, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        """One iteration's update on a batch of whole trials with advantages; returns statistics by name."""
+        raise NotImplementedError
+
+
+def normalized_advantage(minibatch: TensorDictBase) -> torch.Tensor:
+    """Advantages standardised over the valid steps of a (mini)batch, 0 on padding."""
+    valid = minibatch["valid"].squeeze(-1)
+    adv = minibatch["advantage"]
+    real = adv[valid]
+    return (adv - real.mean()) / (real.std() + 1e-8) * valid.unsqueeze(-1)
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of per-step values ``x`` over the valid steps (``valid`` is ``[B, T]``)."""
+    return (x.reshape(valid.shape) * valid).sum() / valid.sum().clamp(min=1)

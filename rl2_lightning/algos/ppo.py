@@ -1,0 +1,145 @@
+"""PPO over batches of whole trials (TorchRL's ``ClipPPOLoss``): epochs x minibatches along the trial axis."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Optional
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.modules import set_recurrent_mode
+from torchrl.objectives import ClipPPOLoss
+
+from rl2_lightning.algos.base import (
+    LRSchedule,
+    NonNegative,
+    Positive,
+    PositiveInt,
+    TrialAlgorithm,
+    Unit,
+    UpdateContext,
+    masked_mean,
+    normalized_advantage,
+)
+from rl2_lightning.ppo import minibatch_indices
+
+
+class GradClip(Enum):
+    """``joint``: one norm over all parameters; ``separate``: the actor's and the critic's groups each clipped."""
+
+    joint = "joint"
+    separate = "separate"
+
+
+class PPO(TrialAlgorithm):
+    """Clipped-surrogate PPO; each minibatch is a set of whole trials, replayed by the recurrent actor.
+
+    Args (beside :class:`~rl2_lightning.algos.base.TrialAlgorithm`'s):
+        clip_epsilon: the surrogate's clipping range.
+        epochs: passes over each batch of trials.
+        minibatches: minibatches per epoch, taken along the trial axis.
+        entropy_coeff: entropy bonus; with ``entropy_coeff_final`` it decays linearly to that over the run.
+        critic_coeff: weight of the value loss.
+        max_grad_norm: gradient-norm clip, joint or per group (``grad_clip``).
+        normalize_advantage: standardise advantages per minibatch.
+    """
+
+    def __init__(
+        self,
+        actor: nn.Module,
+        critic: nn.Module,
+        gamma: Unit = 0.99,
+        lmbda: Unit = 0.3,
+        actor_lr: Positive = 3e-4,
+        critic_lr: Positive = 1e-4,
+        lr_schedule: LRSchedule = LRSchedule.constant,
+        clip_epsilon: Positive = 0.1,
+        epochs: PositiveInt = 4,
+        minibatches: PositiveInt = 4,
+        entropy_coeff: NonNegative = 0.01,
+        entropy_coeff_final: Optional[NonNegative] = None,
+        critic_coeff: NonNegative = 1.0,
+        max_grad_norm: Positive = 0.5,
+        grad_clip: GradClip = GradClip.joint,
+        normalize_advantage: bool = True,
+    ):
+        super().__init__(actor, critic, gamma, lmbda, actor_lr, critic_lr, lr_schedule)
+        self.epochs, self.minibatches = epochs, minibatches
+        self.entropy_coeff, self.entropy_coeff_final = entropy_coeff, entropy_coeff_final
+        self.max_grad_norm, self.grad_clip = max_grad_norm, GradClip(grad_clip)
+        self.normalize_advantage = normalize_advantage
+        self.loss_module = ClipPPOLoss(
+            actor,
+            critic,
+            clip_epsilon=clip_epsilon,
+            entropy_bonus=entropy_coeff > 0 or bool(entropy_coeff_final),
+            entropy_coeff=entropy_coeff,
+            critic_coeff=critic_coeff,
+            loss_critic_type="l2",
+            reduction="none",  # per-step losses: padded steps of variable-length trials are masked out
+        )
+        self.loss_module.set_keys(sample_log_prob="action_log_prob", value="state_value")
+
+    def entropy_coeff_at(self, epoch: int, max_epochs: int) -> float:
+        """``entropy_coeff`` decayed linearly to ``entropy_coeff_final`` over ``max_epochs`` (constant when unset)."""
+        if self.entropy_coeff_final is None:
+            return self.entropy_coeff
+        progress = min(1.0, epoch / max(1, max_epochs - 1))
+        return self.entropy_coeff + (self.entropy_coeff_final - self.entropy_coeff) * progress
+
+    def on_epoch_start(self, epoch: int, max_epochs: int) -> None:  # noqa: D102
+        self.loss_module.entropy_coeff.fill_(self.entropy_coeff_at(epoch, max_epochs))
+
+    def update(self, data: TensorDictBase, optimizer: torch.optim.Optimizer, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        """``epochs`` x ``minibatches`` optimizer steps; the statistics averaged over them."""
+        stats = []
+        for _ in range(self.epochs):
+            for idx in minibatch_indices(data.shape[0], self.minibatches):
+                stats.append(self._step(optimizer, data[idx.to(data.device)], ctx))
+        return {k: torch.stack([s[k] for s in stats]).mean() for k in stats[0]}
+
+    def _step(self, optimizer, minibatch: TensorDictBase, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        valid = minibatch["valid"].squeeze(-1)
+        if self.normalize_advantage:
+            minibatch.set("advantage", normalized_advantage(minibatch))
+        with set_recurrent_mode(True):
+            losses = self.loss_module(minibatch)
+        for key in ("loss_objective", "loss_critic", "loss_entropy"):
+            if key in losses.keys():
+                losses.set(key, masked_mean(losses[key], valid))
+        loss = losses["loss_objective"] + losses["loss_critic"] + losses.get("loss_entropy", 0.0)
+        optimizer.zero_grad(set_to_none=True)
+        ctx.backward(loss)
+        ctx.average_gradients([p for g in optimizer.param_groups for p in g["params"]])
+        grad_norms = self.clip_gradients(optimizer)
+        ctx.check_finite(loss, *grad_norms.values())
+        optimizer.step()
+        zero = torch.zeros((), device=loss.device)
+        stats = {
+            "loss/objective": losses["loss_objective"],
+            "loss/critic": losses["loss_critic"],
+            "loss/entropy": losses.get("loss_entropy", zero),
+            "train/entropy": losses.get("entropy", zero),
+            "train/approx_kl": losses.get("kl_approx", zero),
+            "train/clip_fraction": losses.get("clip_fraction", zero),
+            "train/entropy_coeff": self.loss_module.entropy_coeff.detach().clone(),
+            **grad_norms,
+        }
+        return {k: v.detach().reshape(()) for k, v in stats.items()}
+
+    def clip_gradients(self, optimizer) -> dict[str, torch.Tensor]:
+        """Clip the gradient norm to ``max_grad_norm``, of all parameters together (``joint``) or of the
+        actor's and the critic's groups each (``separate``: at initialisation the critic's gradient is
+        80-200x the actor's, DESIGN.md §10, so a joint clip lets the critic set the actor's step).
+        Returns the norms before clipping."""
+        groups = [[p for p in g["params"] if p.grad is not None] for g in optimizer.param_groups]
+        if self.grad_clip is GradClip.joint:
+            params = [p for g in groups for p in g]
+            return {"train/grad_norm": torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)}
+        return {
+            f"train/grad_norm_{name}": torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            if params
+            else torch.zeros(())
+            for name, params in zip(("actor", "critic"), groups)
+        }

@@ -1,0 +1,213 @@
+"""Memories (rl2_lightning/models/memory.py): step by step equals whole trials, resets, the
+transformer's KV cache, initialisation."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules import set_recurrent_mode
+
+from rl2_lightning.envs import make_trial_env
+from rl2_lightning.models import GRUMemory, Init, LSTMMemory, MLPMemory, TransformerMemory, make_agent
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MEMORIES = {
+    "gru": GRUMemory,
+    "lstm": LSTMMemory,
+    "transformer": functools.partial(TransformerMemory, num_layers=2, num_heads=2),
+    "mlp": MLPMemory,
+}
+
+
+def tabular(num_envs=4, **kwargs):
+    """Trials of 3 episodes x 10 steps."""
+    return make_trial_env("tabular", num_envs, 3, num_states=10, num_actions=5, episode_steps=10, **kwargs)
+
+
+def play(env, agent, steps):
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        return env.rollout(steps, agent.actor, break_when_any_done=False)
+
+
+def replay(agent, rollout):
+    with torch.no_grad(), set_recurrent_mode(True):
+        return agent.actor(rollout.clone())
+
+
+@pytest.mark.parametrize("name", MEMORIES)
+def test_step_by_step_equals_whole_trial_mode(name):
+    env = tabular()
+    agent = make_agent(env, memory=MEMORIES[name], hidden_size=16, embed_size=8)
+    env = agent.attach_to(env)
+    torch.manual_seed(0)
+    rollout = play(env, agent, 45)  # a trial of 30 steps, then half of the next one
+    assert rollout["is_init"][:, 0].all() and rollout["is_init"][:, 30].all()
+    torch.testing.assert_close(replay(agent, rollout)["logits"], rollout["logits"], atol=1e-5, rtol=0)
+    if name == "transformer":  # the KV cache grew to the trial's 30 steps and no further
+        assert agent.actor.module[0][1]._cache.keys.shape[3] == 30
+
+
+def memory_td(x, is_init):
+    return TensorDict({"x": x, "is_init": is_init.unsqueeze(-1)}, batch_size=x.shape[:2])
+
+
+def one_step(memory, x, is_init):
+    return memory(TensorDict({"x": x, "is_init": is_init.unsqueeze(-1)}, batch_size=x.shape[:1]))["y"]
+
+
+def transformer(max_steps=12, **kwargs):
+    torch.manual_seed(0)
+    kwargs = {"num_layers": 2, "num_heads": 2, **kwargs}
+    return TransformerMemory(6, 8, "x", "y", "actor", max_steps, **kwargs)
+
+
+def test_transformer_attends_only_after_an_is_init_inside_a_row():
+    memory = transformer()
+    x = torch.randn(3, 10, 6)
+    is_init = torch.zeros(3, 10, dtype=torch.bool)
+    is_init[:, 0] = is_init[:, 4] = True
+    with torch.no_grad(), set_recurrent_mode(True):
+        out = memory(memory_td(x, is_init))
+        first = memory(memory_td(x[:, :4], is_init[:, :4]))["y"]
+        second = memory(memory_td(x[:, 4:], is_init[:, 4:]))["y"]
+        through = memory(memory_td(x, is_init.index_fill(1, torch.tensor([4]), False)))["y"]
+    torch.testing.assert_close(out["y"][:, :4], first)
+    torch.testing.assert_close(out["y"][:, 4:], second)  # as the second segment alone: nothing leaks in
+    assert not torch.allclose(through[:, 4:], second, atol=1e-3)  # without the reset it would
+    positions = out["next", "memory_step_actor"].squeeze(-1)
+    assert positions[0].tolist() == [1, 2, 3, 4, 1, 2, 3, 4, 5, 6]
+
+
+def test_transformer_cache_follows_the_batch_across_rollouts():
+    """The same actor alternates between a collector-sized and a meta-test-sized batch."""
+    small, large = tabular(2), tabular(5)
+    agent = make_agent(small, memory=MEMORIES["transformer"], hidden_size=16, embed_size=8)
+    small, large = agent.attach_to(small), agent.attach_to(large)
+    torch.manual_seed(0)
+    for env in (small, large, small):
+        rollout = play(env, agent, 12)
+        torch.testing.assert_close(replay(agent, rollout)["logits"], rollout["logits"], atol=1e-5, rtol=0)
+    # nothing of the cache travels in the rollout: the memory's only per-step entry is its step count
+    memory = agent.actor.module[0][1]
+    assert rollout["memory_step_actor"].shape == (2, 12, 1)
+    assert set(memory.state_dict()) == {k for k, _ in memory.named_parameters()}  # no cache, no table
+    assert memory._cache.keys.shape[:4] == (2, 2, 2, 16)  # [layers, rows, heads, capacity]: for 2 rows
+
+
+def test_transformer_refuses_a_stream_it_does_not_hold():
+    memory = transformer()
+    x, init = torch.randn(3, 6), torch.ones(3, 1, dtype=torch.bool)
+    def step(x, init, **td):
+        return memory(TensorDict({"x": x, "is_init": init, **td}, batch_size=x.shape[:1]))
+
+    with torch.no_grad():
+        out = step(x, init)
+        with pytest.raises(RuntimeError, match="must start with a reset"):  # another batch size, mid-trial
+            step(torch.randn(4, 6), torch.zeros(4, 1, dtype=torch.bool))
+        with pytest.raises(RuntimeError, match="one stream"):  # a second call for the same step
+            step(x, ~init, memory_step_actor=torch.zeros(3, 1, dtype=torch.long))
+        step(x, ~init, memory_step_actor=out["next", "memory_step_actor"])  # the next step is fine
+        memory.reset_cache()
+        with pytest.raises(RuntimeError, match="must start with a reset"):
+            step(x, ~init)
+
+
+def test_transformer_runs_past_max_steps_with_a_warning():
+    """A meta-test on longer trials than trained on (e.g. 5 maze episodes after training on 2)."""
+    memory = transformer(max_steps=4)
+    x = torch.randn(2, 10, 6)
+    is_init = torch.zeros(2, 10, dtype=torch.bool)
+    is_init[:, 0] = True
+    with torch.no_grad(), pytest.warns(UserWarning, match="more than max_steps=4"):
+        steps = [one_step(memory, x[:, t], is_init[:, t]) for t in range(10)]
+        with set_recurrent_mode(True):
+            whole = memory(memory_td(x, is_init))["y"]
+    torch.testing.assert_close(torch.stack(steps, 1), whole)
+    assert set(memory.state_dict()) == set(transformer(max_steps=4).state_dict())
+
+
+def test_transformer_step_mode_with_gradients_enabled_matches():
+    memory = transformer()
+    x = torch.randn(2, 5, 6)
+    is_init = torch.zeros(2, 5, dtype=torch.bool)
+    is_init[:, 0] = True
+    outs = [one_step(memory, x[:, t], is_init[:, t]) for t in range(5)]
+    outs[-1].sum().backward()  # the cache is detached and copied: no in-place error
+    with set_recurrent_mode(True):
+        whole = memory(memory_td(x, is_init))["y"]
+    torch.testing.assert_close(torch.stack(outs, 1), whole)
+
+
+def test_max_steps_comes_from_the_env_and_spans_trials_per_reset():
+    def max_steps(env, **kwargs):
+        agent = make_agent(env, memory=TransformerMemory, hidden_size=8, embed_size=8, **kwargs)
+        return agent.actor.module[0][1].max_steps, agent.critic.module[1].max_steps
+
+    assert max_steps(tabular()) == (30, 30)
+    assert max_steps(tabular(trials_per_reset=2)) == (60, 60)
+    assert max_steps(tabular(), max_steps=7) == (7, 7)
+
+
+def test_transformer_memory_lasts_across_trials_without_reset():
+    env = tabular(2, trials_per_reset=2)
+    agent = make_agent(env, memory=MEMORIES["transformer"], hidden_size=16, embed_size=8)
+    env = agent.attach_to(env)
+    rollout = play(env, agent, 60)
+    assert rollout["is_init"].squeeze(-1).sum(1).tolist() == [1, 1]
+    assert rollout["next", "memory_step_actor"][:, -1].squeeze(-1).tolist() == [60, 60]
+    torch.testing.assert_close(replay(agent, rollout)["logits"], rollout["logits"], atol=1e-5, rtol=0)
+
+
+def is_orthogonal(w, gain=1.0):
+    w = w.detach()
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return torch.allclose(gram, gain**2 * torch.eye(gram.shape[0]), atol=1e-5)
+
+
+def test_orthogonal_init_covers_lstm_gates_and_transformer_layers():
+    env = tabular()
+    torch.manual_seed(0)
+    lstm_agent = make_agent(env, memory=LSTMMemory, hidden_size=16, embed_size=8, init="orthogonal")
+    lstm = next(m for m in lstm_agent.actor.modules() if isinstance(m, nn.LSTM))
+    for weight in (lstm.weight_hh_l0, lstm.weight_ih_l0):
+        blocks = weight.chunk(4, 0)
+        assert all(is_orthogonal(b) for b in blocks)  # each of the 4 gates on its own
+    assert all((b == 0).all() for n, b in lstm.named_parameters() if n.startswith("bias"))
+    torch.manual_seed(0)
+    default = make_agent(env, memory=LSTMMemory, hidden_size=16, embed_size=8, init=Init.default)
+    lstm = next(m for m in default.actor.modules() if isinstance(m, nn.LSTM))
+    assert not is_orthogonal(lstm.weight_hh_l0.chunk(4, 0)[0])
+
+    agent = make_agent(env, memory=MEMORIES["transformer"], hidden_size=16, embed_size=8,
+                       init=Init.orthogonal)
+    block = agent.critic.module[1].blocks[1]
+    for linear in (block.qkv, block.proj, block.mlp[0], block.mlp[2], agent.critic.module[1].input):
+        assert is_orthogonal(linear.weight, 2**0.5) and (linear.bias == 0).all()
+    assert (block.norm1.weight == 1).all()  # LayerNorms are left alone
+
+
+def test_unknown_init_and_bad_hyperparameters_are_rejected():
+    env = tabular()
+    with pytest.raises(ValueError, match="model.init='xavier' is unknown; allowed: default, orthogonal"):
+        make_agent(env, init="xavier")
+    with pytest.raises(ValueError, match="not a multiple of num_heads"):
+        make_agent(env, memory=functools.partial(TransformerMemory, num_heads=3), hidden_size=16)
+    with pytest.raises(TypeError, match="num_heads"):
+        make_agent(env, memory=functools.partial(GRUMemory, num_heads=2))
+
+
+def test_attach_to_appends_clones_and_returns_the_env():
+    env = tabular()
+    agent = make_agent(env, memory=LSTMMemory, hidden_size=8, embed_size=8)
+    assert agent.attach_to(env) is env  # a TransformedEnv grows in place
+    assert {"recurrent_state_h_actor", "recurrent_state_c_actor"} <= set(env.reset().keys())
+    assert all(p.parent is None for p in agent.primers)  # the agent's own primers stay unattached
+    bare = make_trial_env("bandit", 2, 3, num_arms=2, init_tracker=False)
+    wrapped = agent.attach_to(bare)
+    assert wrapped is not bare and "recurrent_state_h_actor" in wrapped.reset().keys()
