@@ -32,7 +32,6 @@ from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType
 
 from rl2_lightning.components import Range
-from rl2_lightning.envs import FixedTasks
 from rl2_lightning.evaluation.report import per_episode_figure
 from rl2_lightning.evaluation.scoring import play_task_set, summarize
 
@@ -167,7 +166,7 @@ class MetaTestCallback(Callback):
             self._build(pl_module)
         if self.video_env is None:
             self.video_env = self._make_env(pl_module, 1)
-        self.video_env.base_env.task_source = FixedTasks(self.tasks[:1])
+        self.video_env.base_env.use_tasks(self.tasks[:1])
         was_training = pl_module.training
         pl_module.eval()
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []

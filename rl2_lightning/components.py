@@ -84,15 +84,35 @@ def _ranges(hint: Any) -> list[Range]:
 
 
 def signature_of(target: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
-    """A callable's parameters by name, their resolved type hints, and whether it takes ``**kwargs``."""
-    fn = target.__init__ if inspect.isclass(target) else target
-    params = dict(inspect.signature(target).parameters)
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: check names only
-        hints = {}
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    params = {k: p for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    """A callable's parameters by name, their resolved type hints, and whether it takes any ``**kwargs``.
+
+    A class whose ``__init__`` passes ``**kwargs`` on to its base's also takes the base's arguments
+    (``PPO(clip_epsilon, ..., **common)`` takes ``TrialAlgorithm``'s ``gamma``, ``lmbda``, ...): they are
+    gathered along the method resolution order until an ``__init__`` without ``**kwargs``.
+    """
+    owners = [c for c in target.__mro__ if "__init__" in vars(c)] if inspect.isclass(target) else [target]
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    var_kw = True
+    for owner in owners:
+        fn = owner.__init__ if inspect.isclass(owner) else owner
+        try:
+            own = dict(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):  # a builtin without a signature: accept any argument
+            return params, hints, True
+        if inspect.isclass(owner):
+            own.pop(next(iter(own)), None)  # self
+        try:
+            own_hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:  # noqa: BLE001 - unresolvable annotations: check names only
+            own_hints = {}
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values())
+        for name, param in own.items():
+            if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL) and name not in params:
+                params[name] = param
+                hints.setdefault(name, own_hints.get(name, Any))
+        if not var_kw:
+            break
     return params, hints, var_kw
 
 

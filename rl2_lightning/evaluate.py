@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from rl2_lightning.envs import FAMILIES, TrialEnvFactory
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", required=True, choices=["bandit", "tabular", "riverswim"])
+    parser.add_argument("--family", required=True, choices=[f for f in FAMILIES if f != "maze"])
     parser.add_argument("--num-arms", type=int, default=5, help="bandit arms k")
     parser.add_argument("--episodes", type=int, required=True, help="episodes per trial n")
     parser.add_argument("--out", default="outputs/evaluate", help="directory for the .md/.csv/.png outputs")

@@ -170,8 +170,7 @@ def make_batch(seed: int = 0, **agent_kwargs):
     torch.manual_seed(seed)
     env = make_trial_env("bandit", 8, 5, num_arms=3, seed=seed)
     agent = make_agent(env, hidden_size=16, embed_size=16, **agent_kwargs)
-    for primer in agent.primers:
-        env.append_transform(primer.clone())
+    env = agent.attach_to(env)
     with torch.no_grad():
         data = env.rollout(env.base_env.trial_steps, agent.actor, auto_reset=True, break_when_any_done=False)
     env.close()
@@ -380,8 +379,7 @@ def test_ranks_with_their_own_batches_take_the_identical_step_of_the_whole_batch
     agent, first = make_batch(seed=5)
     torch.manual_seed(6)
     env = make_trial_env("bandit", 8, 5, num_arms=3, seed=6)
-    for primer in agent.primers:
-        env.append_transform(primer.clone())
+    env = agent.attach_to(env)
     with torch.no_grad():
         second = env.rollout(
             env.base_env.trial_steps, agent.actor, auto_reset=True, break_when_any_done=False
@@ -434,8 +432,9 @@ def test_config_checker_types_the_arguments():
     for bad in bad_values:
         with pytest.raises(ValueError, match=f"algo.{next(iter(bad))}"):
             check(node(**bad), "algo")
-    _, hints, _ = signature_of(TRPO)
-    names = [k for k in inspect.signature(TRPO).parameters if k not in ("actor", "critic")]
+    params, hints, _ = signature_of(TRPO)  # TRPO's own arguments and TrialAlgorithm's, passed on as **common
+    names = [k for k in params if k not in ("actor", "critic")]
+    assert {"gamma", "lmbda", "critic_lr", "max_kl"} <= set(names)
     types = {k: _omegaconf_type(hints[k]) for k in names}
     assert types["cg_iterations"] is types["line_search_steps"] is types["critic_epochs"] is int
     assert types["max_kl"] is float and types["cg_damping"] is float and types["normalize_advantage"] is bool

@@ -77,6 +77,9 @@ class UpdateContext:
 class TrialAlgorithm(nn.Module):
     """GAE over whole trials (bootstrapping stops at trial ends only), then an algorithm's update.
 
+    A subclass takes its own arguments and passes these on as ``**common`` (the config checker follows
+    them there: :func:`rl2_lightning.components.signature_of`).
+
     Args:
         actor: the agent's ``ProbabilisticActor`` (writes ``action_log_prob``).
         critic: the agent's value module (writes ``state_value``).
@@ -87,14 +90,8 @@ class TrialAlgorithm(nn.Module):
     """
 
     def __init__(
-        self,
-        actor: nn.Module,
-        critic: nn.Module,
-        gamma: Unit = 0.99,
-        lmbda: Unit = 0.3,
-        actor_lr: Positive = 3e-4,
-        critic_lr: Positive = 1e-4,
-        lr_schedule: LRSchedule = LRSchedule.constant,
+        self, actor: nn.Module, critic: nn.Module, gamma: Unit = 0.99, lmbda: Unit = 0.3,
+        actor_lr: Positive = 3e-4, critic_lr: Positive = 1e-4, lr_schedule: LRSchedule = LRSchedule.constant,
     ):
         super().__init__()
         # Not submodules: the agent's networks belong to the Lightning module (their state_dict keys

@@ -12,12 +12,10 @@ from torchrl.modules import set_recurrent_mode
 from torchrl.objectives import ClipPPOLoss
 
 from rl2_lightning.algos.base import (
-    LRSchedule,
     NonNegative,
     Positive,
     PositiveInt,
     TrialAlgorithm,
-    Unit,
     UpdateContext,
     masked_mean,
     normalized_advantage,
@@ -35,7 +33,7 @@ class GradClip(Enum):
 class PPO(TrialAlgorithm):
     """Clipped-surrogate PPO; each minibatch is a set of whole trials, replayed by the recurrent actor.
 
-    Args (beside :class:`~rl2_lightning.algos.base.TrialAlgorithm`'s):
+    Args (beside :class:`~rl2_lightning.algos.base.TrialAlgorithm`'s, passed on as ``common``):
         clip_epsilon: the surrogate's clipping range.
         epochs: passes over each batch of trials.
         minibatches: minibatches per epoch, taken along the trial axis.
@@ -46,25 +44,13 @@ class PPO(TrialAlgorithm):
     """
 
     def __init__(
-        self,
-        actor: nn.Module,
-        critic: nn.Module,
-        gamma: Unit = 0.99,
-        lmbda: Unit = 0.3,
-        actor_lr: Positive = 3e-4,
-        critic_lr: Positive = 1e-4,
-        lr_schedule: LRSchedule = LRSchedule.constant,
-        clip_epsilon: Positive = 0.1,
-        epochs: PositiveInt = 4,
-        minibatches: PositiveInt = 4,
-        entropy_coeff: NonNegative = 0.01,
-        entropy_coeff_final: Optional[NonNegative] = None,
-        critic_coeff: NonNegative = 1.0,
-        max_grad_norm: Positive = 0.5,
-        grad_clip: GradClip = GradClip.joint,
-        normalize_advantage: bool = True,
+        self, actor: nn.Module, critic: nn.Module, clip_epsilon: Positive = 0.1, epochs: PositiveInt = 4,
+        minibatches: PositiveInt = 4, entropy_coeff: NonNegative = 0.01,
+        entropy_coeff_final: Optional[NonNegative] = None, critic_coeff: NonNegative = 1.0,
+        max_grad_norm: Positive = 0.5, grad_clip: GradClip = GradClip.joint, normalize_advantage: bool = True,
+        **common,
     ):
-        super().__init__(actor, critic, gamma, lmbda, actor_lr, critic_lr, lr_schedule)
+        super().__init__(actor, critic, **common)
         self.epochs, self.minibatches = epochs, minibatches
         self.entropy_coeff, self.entropy_coeff_final = entropy_coeff, entropy_coeff_final
         self.max_grad_norm, self.grad_clip = max_grad_norm, GradClip(grad_clip)

@@ -31,15 +31,7 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.modules import set_recurrent_mode
 
-from rl2_lightning.algos.base import (
-    LRSchedule,
-    NonNegative,
-    Positive,
-    PositiveInt,
-    TrialAlgorithm,
-    Unit,
-    UpdateContext,
-)
+from rl2_lightning.algos.base import NonNegative, Positive, PositiveInt, TrialAlgorithm, Unit, UpdateContext
 from rl2_lightning.ppo import minibatch_indices
 
 # ---------------------------------------------------------------------------------------------- maths
@@ -242,26 +234,13 @@ class TRPO(TrialAlgorithm):
     """
 
     def __init__(
-        self,
-        actor: nn.Module,
-        critic: nn.Module,
-        gamma: Unit = 0.99,
-        lmbda: Unit = 0.3,
-        actor_lr: Positive = 3e-4,
-        critic_lr: Positive = 1e-3,
-        lr_schedule: LRSchedule = LRSchedule.constant,
-        max_kl: Positive = 0.01,
-        cg_iterations: PositiveInt = 10,
-        cg_damping: NonNegative = 0.1,
-        line_search_steps: PositiveInt = 10,
-        line_search_backtrack: Unit = 0.5,
-        critic_epochs: PositiveInt = 4,
-        critic_minibatches: PositiveInt = 4,
-        max_grad_norm: Positive = 0.5,
-        entropy_coeff: NonNegative = 0.0,
-        normalize_advantage: bool = True,
+        self, actor: nn.Module, critic: nn.Module, max_kl: Positive = 0.01, cg_iterations: PositiveInt = 10,
+        cg_damping: NonNegative = 0.1, line_search_steps: PositiveInt = 10, line_search_backtrack: Unit = 0.5,
+        critic_epochs: PositiveInt = 4, critic_minibatches: PositiveInt = 4, max_grad_norm: Positive = 0.5,
+        entropy_coeff: NonNegative = 0.0, normalize_advantage: bool = True, **common,
     ):
-        super().__init__(actor, critic, gamma, lmbda, actor_lr, critic_lr, lr_schedule)
+        common.setdefault("critic_lr", 1e-3)
+        super().__init__(actor, critic, **common)
         self.max_kl, self.cg_iterations, self.cg_damping = max_kl, cg_iterations, cg_damping
         self.line_search_steps, self.line_search_backtrack = line_search_steps, line_search_backtrack
         self.critic_epochs, self.critic_minibatches = critic_epochs, critic_minibatches

@@ -31,7 +31,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Binary, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from rl2_lightning.envs.tasks import TaskSource, derive_seed
+from rl2_lightning.envs.tasks import FixedTasks, TaskSource, derive_seed
 
 
 class EngineRestarted(RuntimeError):
@@ -157,6 +157,10 @@ class SimulatorEnv(EnvBase):
         )
         #: index of this env among a rank's env processes (set by make_trial_env; see set_rng_state)
         self.worker = 0
+
+    def use_tasks(self, tasks: TensorDictBase) -> None:
+        """Play ``tasks`` in order from the next reset on (a fixed set: meta-test, evaluation)."""
+        self.task_source = FixedTasks(tasks)
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         """The random streams of the dynamics and of the task draws (what a checkpoint keeps).

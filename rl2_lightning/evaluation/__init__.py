@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from rl2_lightning.envs import FixedTasks, TrialEnvFactory
+from rl2_lightning.envs import TrialEnvFactory
 from rl2_lightning.envs.tasks import derive_seed
 from rl2_lightning.evaluation import report
 from rl2_lightning.evaluation.paper import PAPER_RESULTS
@@ -135,7 +135,7 @@ def _record(env: TrialEnvFactory, agent, policy, tasks, n: int, seed: int, key: 
     try:
         if agent is not None:
             one = agent.attach_to(one)
-        one.base_env.task_source = FixedTasks(tasks[:1])
+        one.base_env.use_tasks(tasks[:1])
         one.base_env.simulator.seed(derive_seed(seed, "heldout", "dynamics"))
         torch.manual_seed(derive_seed(seed, "evaluate", key))
         with set_exploration_type(ExplorationType.RANDOM):

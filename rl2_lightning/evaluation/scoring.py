@@ -50,13 +50,11 @@ def play_task_set(
 ) -> tuple[torch.Tensor, TensorDictBase]:
     """One trial of ``policy`` on each task of ``tasks``, in order, ``env.batch_size[0]`` trials at a time.
 
-    Sets the trial env's task source to ``tasks``. Returns the per-episode returns ``[len(tasks), n]`` and
+    Sets the trial env to play ``tasks`` (:meth:`~rl2_lightning.envs.trial.SimulatorEnv.use_tasks`). Returns the per-episode returns ``[len(tasks), n]`` and
     the steps' ``episode_index``, ``valid`` and reward (what :func:`navigation_metrics` reads).
     """
-    from rl2_lightning.envs import FixedTasks
-
     base = getattr(env, "base_env", env)
-    base.task_source = FixedTasks(tasks)
+    base.use_tasks(tasks)
     returns, steps = [], []
     for _ in range(-(-len(tasks) // env.batch_size[0])):
         rollout = play_trials(env, policy, base.trial_steps, exploration)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from rl2_lightning.evaluation.scoring import navigation_metrics
 from rl2_lightning.envs.maze.layout import check_pool, check_size, distribution_name, load_pool
 from rl2_lightning.envs.maze.wad import ensure_wad, map_name
 from rl2_lightning.envs.trial import EngineRestarted, TaskSimulator
@@ -171,8 +172,6 @@ class MazeSimulator(TaskSimulator):
 
     def trial_metrics(self, steps, episodes_per_trial: int) -> dict[str, float]:
         """The paper's Table 3 columns: success and successful-episode length per episode, %improved."""
-        from rl2_lightning.evaluation.scoring import navigation_metrics
-
         return navigation_metrics(steps, episodes_per_trial)
 
     @property

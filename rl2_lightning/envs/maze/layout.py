@@ -35,7 +35,7 @@ REGENERATE = "regenerate with `python -m rl2_lightning.envs.maze generate`"
 
 
 def check_size(size: int) -> int:
-    """Validate a maze size (cells per side) against the supported settings."""
+    """Validate a maze size (cells per side) against the supported sizes."""
     if size not in SIZES:
         raise ValueError(f"maze size={size!r} is unknown; allowed: {', '.join(map(str, SIZES))}")
     return int(size)
