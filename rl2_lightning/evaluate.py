@@ -1,6 +1,7 @@
 """Evaluation command: RL² (from a checkpoint) beside the setting's baselines on its held-out task set.
 
     python -m rl2_lightning.evaluate conf=bandit_k5_n10 ckpt=runs/bandit_k5_n10/<run>/checkpoints/last.ckpt
+    python -m rl2_lightning.evaluate conf=bandit_k10_n10 ckpt=pretrained    # the shipped policy (data/pretrained/)
     python -m rl2_lightning.evaluate conf=tabular_n25                       # baselines only
     python -m rl2_lightning.evaluate conf=maze_5x5 ckpt=<file> callbacks.metatest.num_tasks=100   # Table 3, GIFs
     python -m rl2_lightning.evaluate --family bandit --num-arms 5 --episodes 10 [--out DIR]
@@ -37,7 +38,13 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
     cfg = compose([a for a in overrides if a.split("=", 1)[0] not in ("ckpt", "out")])
     env = instantiate(cfg.env)
     module, out = None, args.get("out")
-    if "ckpt" in args:
+    if args.get("ckpt") == "pretrained":  # the shipped policy of this preset (data/pretrained/)
+        from rl2_lightning.pretrained import load
+        from rl2_lightning.train import check_trained_on
+
+        module = load(cfg.experiment)
+        check_trained_on(module.hparams, cfg, ("env",), f"ckpt=pretrained ({cfg.experiment})")
+    elif "ckpt" in args:
         ckpt = Path(args["ckpt"])
         module = load_rl2(ckpt, cfg)
         if out is None and ckpt.parent.name == "checkpoints":

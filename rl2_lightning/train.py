@@ -41,9 +41,13 @@ def check_checkpoint(
 ) -> None:
     """Fail early, in one line, on a missing, corrupt or incompatible checkpoint file (its ``groups``
     must match the config's, bar the batch layout)."""
+    check_trained_on(read_checkpoint(path)["hyper_parameters"], cfg, groups, f"{arg}={str(path)!r}")
+
+
+def check_trained_on(hparams: dict, cfg: DictConfig, groups: tuple[str, ...], what: str) -> None:
+    """Raise ``ValueError`` naming the first key of ``groups`` whose trained value differs from ``cfg``'s."""
     from rl2_lightning.module import upgrade_hparams
 
-    hparams = read_checkpoint(path)["hyper_parameters"]
     env, model, _ = upgrade_hparams(hparams["env"], hparams["model"], hparams["algo"])
     trained = {"env": env, "model": model}
     for group in groups:
@@ -52,7 +56,7 @@ def check_checkpoint(
                 continue  # the batch size may change on resume
             old = _flat(trained[group]).get(key, value)
             if old != value:
-                raise ValueError(f"{arg}={str(path)!r} was trained with {group}.{key}={old!r}, but the config has {value!r}")
+                raise ValueError(f"{what} was trained with {group}.{key}={old!r}, but the config has {value!r}")
 
 
 def _flat(node: dict, prefix: str = "") -> dict:

@@ -1,0 +1,139 @@
+"""Shipped policies: compact checkpoints of trained agents, loadable by preset name (``ckpt=pretrained``).
+
+    python -m rl2_lightning.pretrained export data/training/bandit_k10_n10/last.ckpt bandit_k10_n10 \\
+        --note "bandit recipe, 12 min on the project CPU"
+    python -m rl2_lightning.evaluate conf=bandit_k10_n10 ckpt=pretrained
+
+A shipped file, ``data/pretrained/<preset>.pt``, holds what rebuilds and identifies the agent and nothing
+for training: the config nodes of env, model and algorithm (today's ``_target_`` layout, whatever layout the
+source checkpoint had), the actor's and critic's weights, the frames trained, the setting's name and a
+SHA-256 of the weights. ``data/pretrained/manifest.json`` records every file's checksum, setting and
+provenance; loading verifies both, so a file that does not match its manifest is refused in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
+MANIFEST = PRETRAINED_DIR / "manifest.json"
+
+
+def weights_checksum(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_manifest() -> dict[str, Any]:
+    """``{preset: {"file", "sha256", "setting", "frames", "note"}}`` (empty when nothing is shipped)."""
+    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+
+
+def export(ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_DIR) -> Path:
+    """Write the compact file of a training checkpoint for ``preset`` and record it in the manifest."""
+    from rl2_lightning.module import RL2Module
+
+    module = RL2Module.load_from_checkpoint(ckpt, map_location="cpu")
+    state = {k: v for k, v in module.state_dict().items() if k.startswith(("actor.", "critic."))}
+    spec = module.env.spec_env()
+    setting = spec.simulator.setting(module.env.episodes_per_trial)
+    spec.close()
+    hparams = {k: module.hparams[k] for k in ("env", "model", "algo", "optimizer")}
+    record = {
+        "preset": preset, "setting": setting, "hyper_parameters": hparams, "state_dict": state,
+        "frames": int(module.frames), "sha256": weights_checksum(state), "note": note,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{preset}.pt"
+    torch.save(record, path)
+    manifest = read_manifest() if out_dir == PRETRAINED_DIR else {}
+    manifest[preset] = {"file": path.name, "sha256": record["sha256"], "setting": setting,
+                        "frames": record["frames"], "note": note}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load(preset: str, directory: Path = PRETRAINED_DIR):
+    """The shipped RL² module of ``preset``, its weights checked against the file's and the manifest's
+    checksums (one-line errors for a preset without a shipped policy or a file that does not match)."""
+    from rl2_lightning.module import RL2Module
+
+    manifest = json.loads((directory / "manifest.json").read_text()) if (directory / "manifest.json").exists() else {}
+    if preset not in manifest:
+        have = ", ".join(sorted(manifest)) or "none"
+        raise FileNotFoundError(f"ckpt=pretrained: no shipped policy for {preset} (shipped: {have})")
+    path = directory / manifest[preset]["file"]
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=False)
+        state = record["state_dict"]
+    except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
+        raise ValueError(f"ckpt=pretrained: {path} is not a readable shipped policy ({type(err).__name__})") from None
+    digest = weights_checksum(state)
+    if digest != record["sha256"] or digest != manifest[preset]["sha256"]:
+        raise ValueError(f"ckpt=pretrained: {path} does not match its checksum in {directory / 'manifest.json'}")
+    module = RL2Module(**record["hyper_parameters"])
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    networks = [k for k in missing if k.startswith(("actor.", "critic."))]
+    if networks or unexpected:
+        raise ValueError(f"ckpt=pretrained: {path} does not fit its own agent ({(networks or unexpected)[0]})")
+    module.frames.fill_(record["frames"])
+    module.pretrained = record
+    return module.eval()
+
+
+def score(preset: str, num_tasks: int | None = None, seed: int = 0) -> dict[str, float]:
+    """The shipped policy's held-out score (RL² alone, the evaluation's seeds), as the manifest records it."""
+    from rl2_lightning.config import compose
+    from hydra.utils import instantiate
+
+    from rl2_lightning.evaluation import evaluate
+
+    module = load(preset)
+    cfg = compose([f"conf={preset}"])
+    rows = evaluate(instantiate(cfg.env), {"rl2": module.actor}, agent=module.agent, baselines=False,
+                    num_tasks=num_tasks, seed=seed, verbose=False)
+    return {"mean": rows[0]["mean"], "ci95": rows[0]["ci95"], "num_tasks": num_tasks or 1000, "seed": seed}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``export <checkpoint> <preset> [--note TEXT]``, ``score <preset>`` or ``list``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("export", help="write data/pretrained/<preset>.pt from a training checkpoint")
+    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("preset")
+    ex.add_argument("--note", default="")
+    sc = sub.add_parser("score", help="score a shipped policy on the held-out set and record it in the manifest")
+    sc.add_argument("preset")
+    sub.add_parser("list", help="the shipped policies")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        path = export(args.checkpoint, args.preset, args.note)
+        print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    elif args.command == "score":
+        torch.set_num_threads(1)
+        manifest = read_manifest()
+        manifest[args.preset]["heldout"] = result = score(args.preset)
+        MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        print(f"{args.preset}: {result['mean']:.3f} ± {result['ci95']:.3f} on {result['num_tasks']} held-out tasks")
+    else:
+        for preset, entry in sorted(read_manifest().items()):
+            print(f"{preset}: {entry['setting']}, {entry['frames']:,} frames, sha256 {entry['sha256'][:12]}  {entry['note']}")
+
+
+if __name__ == "__main__":
+    from rl2_lightning.errors import one_line_errors
+
+    with one_line_errors():
+        main()

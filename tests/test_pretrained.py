@@ -1,0 +1,63 @@
+"""Shipped policies (data/pretrained/, rl2_lightning/pretrained.py): identity, checksums, reproduction."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from trainkit import compose_cfg
+
+from rl2_lightning.pretrained import MANIFEST, PRETRAINED_DIR, load, read_manifest, score, weights_checksum
+from rl2_lightning.train import check_trained_on
+
+SHIPPED = sorted(read_manifest())
+
+
+def test_something_is_shipped_and_every_file_is_in_the_manifest():
+    assert SHIPPED and {p.stem for p in PRETRAINED_DIR.glob("*.pt")} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("preset", SHIPPED)
+def test_each_shipped_policy_loads_matches_its_preset_and_its_checksum(preset):
+    module = load(preset)
+    entry = read_manifest()[preset]
+    assert weights_checksum({k: v for k, v in module.state_dict().items() if k.startswith(("actor.", "critic."))}) == entry["sha256"]
+    cfg = compose_cfg([f"conf={preset}"], tiny=False)
+    check_trained_on(module.hparams, cfg, ("env",), preset)  # the preset's setting: family, sizes, trial length
+    spec = module.env.spec_env()
+    assert spec.simulator.setting(module.env.episodes_per_trial) == entry["setting"] == preset
+    spec.close()
+    assert int(module.frames) == entry["frames"] > 0
+
+
+def test_a_shipped_bandit_policy_reproduces_its_recorded_score_on_100_tasks():
+    torch.set_num_threads(1)
+    preset = "bandit_k10_n10"
+    recorded = read_manifest()[preset]["heldout"]
+    now = score(preset, num_tasks=100)
+    assert abs(now["mean"] - recorded["mean"]) <= now["ci95"], (now, recorded)
+    assert now["mean"] > 5.5  # well above random (5.0): a trained policy, not a fresh one
+
+
+def test_a_policy_of_another_setting_is_refused_in_one_line():
+    module = load("bandit_k5_n10")
+    with pytest.raises(ValueError, match=r"was trained with env\.simulator\.num_arms=5, but the config has 10"):
+        check_trained_on(module.hparams, compose_cfg(["conf=bandit_k10_n10"], tiny=False), ("env",), "bandit_k5_n10")
+    with pytest.raises(FileNotFoundError, match=r"ckpt=pretrained: no shipped policy for maze_9x9 \(shipped: "):
+        load("maze_9x9")
+
+
+def test_a_file_that_does_not_match_its_manifest_is_refused(tmp_path):
+    shutil.copy(MANIFEST, tmp_path / "manifest.json")
+    record = torch.load(PRETRAINED_DIR / "bandit_k5_n10.pt", weights_only=False)
+    key = next(iter(record["state_dict"]))
+    record["state_dict"][key] = record["state_dict"][key] + 1e-3  # a silently changed weight
+    torch.save(record, tmp_path / "bandit_k5_n10.pt")
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load("bandit_k5_n10", directory=tmp_path)
+    (tmp_path / "bandit_k5_n10.pt").write_bytes(b"not a policy")
+    with pytest.raises(ValueError, match="is not a readable shipped policy"):
+        load("bandit_k5_n10", directory=tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text()).keys() == read_manifest().keys()
