@@ -72,7 +72,7 @@ def bare_iteration(num_trials, trial_len, in_size, num_actions, hidden, epochs, 
 
 def measure_bare(cfg, iterations: int) -> float:
     n, k = cfg.env.num_envs, cfg.env.simulator.num_arms
-    trial_len = cfg.env.episodes_per_trial * (cfg.env.simulator.episode_steps or 1)
+    trial_len = cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
     in_size = 1 + k + 2
     hidden, embed = cfg.model.hidden_size, cfg.model.embed_size
     ln = cfg.model.layer_norm
@@ -99,7 +99,7 @@ def measure_end_to_end(cfg, iterations: int) -> float:
     clock = Clock()
     train(cfg, extra_callbacks=[clock])
     gaps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
-    frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.episode_steps or 1)
+    frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
     return frames / (sum(gaps) / len(gaps))
 
 
@@ -141,7 +141,7 @@ def main() -> None:
         )
         bound = measure_bare(cfg, args.iterations)
         e2e = measure_end_to_end(cfg, args.iterations)
-        frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.episode_steps or 1)
+        frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
         ppo = f"{cfg.algo.epochs}x{cfg.algo.minibatches}, GRU {cfg.model.hidden_size}"
         rows.append(f"| {args.preset} ({shape}: {ppo}) | {frames} | {args.threads} | {e2e:,.0f} | {bound:,.0f} | {e2e / bound:.0%} |")
     print("| preset (shape) | frames/iteration | threads | end-to-end steps/s | bare PyTorch bound steps/s | ratio |")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import warnings
@@ -101,6 +102,34 @@ def check_task_sets(cfg: DictConfig) -> None:
         )
 
 
+def check_devices(cfg: DictConfig) -> None:
+    """Refuse, in one line with the fix, a device count that would silently become CPU processes.
+
+    ``trainer.devices=4`` with ``accelerator=auto`` means 4 GPUs where there are GPUs; where there are
+    none, Lightning runs 4 CPU processes instead, each with its own envs (for ``maze_9x9``, 32 ViZDoom
+    engines), however few cores the machine has. CPU processes are run only when asked for with
+    ``trainer.accelerator=cpu``, and never more than there are cores.
+    """
+    import os
+
+    devices, accelerator = cfg.trainer.devices, cfg.trainer.accelerator
+    if not isinstance(devices, int) or devices <= 1:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = cfg.env.num_envs
+    if accelerator == "auto" and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.devices={devices} asks for {devices} GPUs, and this machine has none: Lightning would start "
+            f"{devices} CPU training processes ({devices * per_process} envs) on {cores} cores. Use a GPU machine, "
+            f"or ask for CPU processes: trainer.accelerator=cpu trainer.devices={min(devices, cores)}"
+        )
+    if accelerator == "cpu" and devices > cores:
+        raise ValueError(
+            f"trainer.devices={devices} CPU processes on {cores} cores would only wait on each other; "
+            f"use trainer.devices={cores} or fewer"
+        )
+
+
 def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
     """The checkpoint to resume from (if any) and the run directory to write to.
 
@@ -132,9 +161,11 @@ def fold_into(stub: Path, run_dir: Path) -> None:
 
 def remove_if_stub(run_dir: Path) -> None:
     """Delete a run directory that holds nothing but Hydra's record of the invocation (a run that failed
-    before training wrote anything)."""
+    before training wrote anything), and its experiment's directory if that is left empty."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
         shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: other runs of the experiment
+            run_dir.parent.rmdir()
 
 
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -144,6 +175,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     """
     setup_logging(None)
     validate(cfg)
+    check_devices(cfg)
     check_task_sets(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)

@@ -72,3 +72,22 @@ def test_spread_replays_a_method_over_seeds_and_a_grid():
     assert abs(r0 - 5.0) <= ci + 0.05  # uniform play on the 1000 held-out tasks: about n * mean(p)
     assert g0 > r0 + 1.0
     assert g0 == g0_again and g0 != g1  # seed 0 twice is the same run; seed 1 another
+
+
+def test_results_document_cells_on_a_hand_made_example():
+    """docs/results.md's cells: ours ± CI (best in bold), the paper's number and the mark, by hand."""
+    from rl2_lightning.baselines.results import _row_cells, _table
+
+    rows = [
+        {"key": "random", "mean": 5.04, "ci95": 0.11, "paper": 5.0, "vs_paper": "within"},
+        {"key": "gittins", "mean": 6.90, "ci95": 0.12, "paper": 6.6, "vs_paper": "above"},
+        {"key": "ucb1", "mean": 6.40, "ci95": 0.13, "paper": 6.7, "vs_paper": "below"},
+    ]
+    assert _row_cells(rows, ["random", "gittins", "ucb1", "ts"], True) == [
+        "5.04 ± 0.11 (5.0) ✓", "**6.90 ± 0.12** (6.6) ▲", "6.40 ± 0.13 (6.7) ▼", "",
+    ]
+    assert _row_cells(rows, ["random", "rl2"], True)[1] == "–"  # RL² without a shipped policy: marked, not blank
+    table = _table({"bandit_k5_n10": rows}, ["bandit_k5_n10", "bandit_k10_n10"], ["random", "gittins"],
+                   ["Random", "Gittins"], ("n, k", lambda s: s))
+    assert table.splitlines()[2].startswith("| bandit_k5_n10 | 5.04 ± 0.11 (5.0) ✓ | **6.90 ± 0.12** (6.6) ▲ | ")
+    assert len(table.splitlines()) == 3  # a setting without results gets no row

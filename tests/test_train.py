@@ -263,3 +263,18 @@ def test_maze_run_with_two_env_worker_processes(tmp_path):
         assert torch.equal(restored["tasks"], kept["tasks"]) and torch.equal(restored["simulator"], kept["simulator"])
     with pytest.raises(ValueError, match="env.workers=2, but the config has 1"):  # resume with other workers
         train(compose_cfg([*cfg_overrides, "env.workers=1", "trainer.max_epochs=2", f"ckpt_path={ckpt}"]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
+def test_the_users_gpu_command_on_a_cpu_machine_is_refused_with_the_fix():
+    """`python train.py conf=maze_9x9 trainer.devices=4` typed where there is no GPU: one line, before any work."""
+    import os
+
+    from rl2_lightning.train import check_devices
+
+    cores = len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=rf"asks for 4 GPUs, and this machine has none: .*32 envs.*trainer\.accelerator=cpu trainer\.devices={min(4, cores)}"):
+        check_devices(compose_cfg(["conf=maze_9x9", "trainer.devices=4"], tiny=False))
+    with pytest.raises(ValueError, match=rf"trainer\.devices={cores + 1} CPU processes on {cores} cores"):
+        check_devices(compose_cfg(["trainer.accelerator=cpu", f"trainer.devices={cores + 1}"]))
+    check_devices(compose_cfg(["trainer.accelerator=cpu", f"trainer.devices={cores}"]))  # asked for, and fits

@@ -41,6 +41,16 @@ def setting_name(setting_kwargs: dict, episodes_per_trial: int) -> str:
     return f"{family}_n{episodes_per_trial}"
 
 
+def setting_env(setting_kwargs: dict, episodes_per_trial: int):
+    """The env component of a setting given as ``{"family": ..., sizes}`` and ``n``."""
+    from functools import partial
+
+    from rl2_lightning.envs import FAMILIES, TrialEnvFactory
+
+    kw = dict(setting_kwargs)
+    return TrialEnvFactory(partial(FAMILIES[kw.pop("family")], **kw), episodes_per_trial)
+
+
 def make_baseline(setting_kwargs: dict, episodes_per_trial: int, name: str, prior: str = "paper", **hparams):
     """Build baseline ``name`` for a setting (bandit or tabular family)."""
     kw = dict(setting_kwargs)

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from rl2_lightning.baselines.tune import make_baseline, parse_setting
+from rl2_lightning.baselines.registry import make_baseline, parse_setting
 from rl2_lightning.envs import make_trial_env
 from rl2_lightning.envs.tasks import derive_seed
 from rl2_lightning.evaluation.scoring import episode_returns, mean_ci95, play_trials
