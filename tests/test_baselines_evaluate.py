@@ -3,7 +3,6 @@
 import csv
 
 import pytest
-import torch
 
 from rl2_lightning.baselines.common import RandomPolicy
 from functools import partial

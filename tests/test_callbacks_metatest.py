@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from trainkit import compose_cfg, module_of
 
 from callbacks import MetaTestCallback
 from rl2_lightning.evaluation.scoring import summarize
-from rl2_lightning.module import RL2Module
 
 
-def uniform_policy_module(preset: str) -> RL2Module:
+def uniform_policy_module(preset: str):
     """A module whose actor picks every action with equal probability (zero policy head)."""
     cfg = compose_cfg([f"conf={preset}"])
     module = module_of(cfg)

@@ -8,7 +8,6 @@ from trainkit import PRESETS, compose_cfg, module_of
 
 from hydra.utils import instantiate
 from rl2_lightning.datamodule import TrialDataModule
-from rl2_lightning.module import RL2Module
 
 PAPER_SETTINGS = [f"bandit_k{k}_n{n}" for k in (5, 10, 50) for n in (10, 100, 500)]
 PAPER_SETTINGS += [f"tabular_n{n}" for n in (10, 25, 50, 75, 100)] + ["riverswim"]

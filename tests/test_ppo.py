@@ -6,9 +6,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 from trainkit import compose_cfg, module_of
-from omegaconf import OmegaConf
 
-from rl2_lightning.module import RL2Module
 from rl2_lightning.ppo import explained_variance, minibatch_indices, next_trial_values, returns_per_episode
 
 

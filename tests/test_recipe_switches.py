@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torchrl.modules import set_recurrent_mode
 from trainkit import compose_cfg, module_of
@@ -12,7 +11,6 @@ from trainkit import compose_cfg, module_of
 from rl2_lightning.envs import make_trial_env
 from rl2_lightning.evaluation.scoring import level_crossings
 from rl2_lightning.models import make_agent
-from rl2_lightning.module import RL2Module
 
 
 def tiny_env():

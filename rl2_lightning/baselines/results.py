@@ -61,7 +61,7 @@ cell. Its paper number is the paper's RL². "–": no policy shipped for the set
 DISCUSSION = """
 ## Residual differences, explained
 
-**Bandits.** Every column is reproduced: each cell is within our 95% interval of the paper's number or
+**Bandits.** Every baseline column is reproduced: each cell is within our 95% interval of the paper's number or
 above it. Where we are above, three causes add up:
 
 - *Task-set luck.* Our held-out tasks are one draw of 1000. For k = 5 their best arms are better than

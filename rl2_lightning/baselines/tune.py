@@ -13,7 +13,6 @@ Settings are named like the training presets: ``bandit_k{k}_n{n}``, ``tabular_n{
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import sys
 import time
