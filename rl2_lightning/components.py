@@ -172,7 +172,3 @@ def check_all(cfg: DictConfig) -> None:
                     if isinstance(node, DictConfig) and "_target_" in node:
                         check(node, f"{name}.{sub}")
 
-
-def enum_choices(enum_type: type[enum.Enum]) -> str:
-    """``a, b, c``: the values of an Enum, for messages."""
-    return ", ".join(m.value for m in enum_type)
