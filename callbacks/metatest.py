@@ -56,7 +56,7 @@ class TaskSet(Enum):
     tuning = "tuning"
 
 
-Positive = Annotated[int, Range(1)]
+PositiveInt = Annotated[int, Range(1)]
 
 
 class MetaTestCallback(Callback):
@@ -80,15 +80,15 @@ class MetaTestCallback(Callback):
 
     def __init__(
         self,
-        every_n_epochs: Positive = 1,
+        every_n_epochs: PositiveInt = 1,
         task_set: TaskSet = TaskSet.heldout,
-        num_tasks: Positive = 1000,
+        num_tasks: PositiveInt = 1000,
         exploration: Exploration = Exploration.random,
         seed: int = 12345,
         run_dir: str | None = None,
         baselines: bool = True,
-        batch_size: Optional[Positive] = None,
-        episodes_per_trial: Optional[Positive] = None,
+        batch_size: Optional[PositiveInt] = None,
+        episodes_per_trial: Optional[PositiveInt] = None,
         video_frames: Annotated[int, Range(0)] = 200,
     ):
         self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, TaskSet(task_set).value, num_tasks
