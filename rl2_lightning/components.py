@@ -76,7 +76,8 @@ def _omegaconf_type(hint: Any) -> Any:
 
 
 def _ranges(hint: Any) -> list[Range]:
-    if typing.get_origin(hint) is typing.Union:  # Optional[Annotated[...]]
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":  # Optional[Annotated[...]], X | None
         return [r for a in typing.get_args(hint) for r in _ranges(a)]
     if typing.get_origin(hint) is typing.Annotated:
         return [m for m in typing.get_args(hint)[1:] if isinstance(m, Range)]

@@ -53,7 +53,7 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
     return evaluate(
         env, {"rl2": module.actor} if module is not None else {}, out or "outputs/evaluate",
         agent=module.agent if module is not None else None, seed=cfg.seed,
-        num_tasks=mt.get("num_tasks") if env.simulator_class.own_pools else None,
+        num_tasks=mt.get("num_tasks"),
         batch_size=mt.get("batch_size") or (8 if env.simulator_class.own_pools else None),
         episodes_per_trial=mt.get("episodes_per_trial"),
     )

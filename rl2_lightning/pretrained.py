@@ -58,8 +58,10 @@ def export(ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_D
     path = out_dir / f"{preset}.pt"
     torch.save(record, path)
     manifest = read_manifest() if out_dir == PRETRAINED_DIR else {}
-    manifest[preset] = {"file": path.name, "sha256": record["sha256"], "setting": setting,
-                        "frames": record["frames"], "note": note}
+    entry = {"file": path.name, "sha256": record["sha256"], "setting": setting, "frames": record["frames"], "note": note}
+    if manifest.get(preset, {}).get("sha256") == entry["sha256"]:  # the same weights: keep their recorded score
+        entry = {**manifest[preset], **entry}
+    manifest[preset] = entry
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
 

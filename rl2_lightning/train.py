@@ -49,8 +49,8 @@ def check_trained_on(hparams: dict, cfg: DictConfig, groups: tuple[str, ...], wh
     """Raise ``ValueError`` naming the first key of ``groups`` whose trained value differs from ``cfg``'s."""
     from rl2_lightning.module import upgrade_hparams
 
-    env, model, _ = upgrade_hparams(hparams["env"], hparams["model"], hparams["algo"])
-    trained = {"env": env, "model": model}
+    env, model, algo = upgrade_hparams(hparams["env"], hparams["model"], hparams["algo"])
+    trained = {"env": env, "model": model, "algo": algo}
     for group in groups:
         for key, value in _flat(container(cfg[group])).items():
             if group == "env" and key == "num_envs":
@@ -141,7 +141,7 @@ def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
     hydra_dir = _hydra_output_dir()
     if cfg.ckpt_path:
         ckpt = latest_checkpoint(cfg.runs_dir, cfg.experiment) if cfg.ckpt_path == "latest" else Path(cfg.ckpt_path)
-        check_checkpoint(ckpt, cfg)
+        check_checkpoint(ckpt, cfg, groups=("model", "env", "algo"))
         if ckpt.parent.name == "checkpoints":
             run_dir = ckpt.parent.parent
             if hydra_dir is not None and hydra_dir.resolve() != run_dir.resolve():

@@ -1,4 +1,4 @@
-"""Navigation metrics of maze trials (rl2_lightning/metatest.py), on hand-made rollouts."""
+"""Navigation metrics of maze trials (rl2_lightning/evaluation/scoring.py), on hand-made rollouts."""
 
 from __future__ import annotations
 

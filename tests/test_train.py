@@ -78,6 +78,10 @@ def test_resume_rejects_a_checkpoint_of_another_architecture(tmp_path):
     ckpt = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError, match="model.hidden_size"):
         train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={ckpt}", "model.hidden_size=32"]))
+    with pytest.raises(ValueError, match=r"was trained with algo\.lmbda=0\.3, but the config has 0\.5"):
+        train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={ckpt}", "algo.lmbda=0.5"]))
+    with pytest.raises(ValueError, match=r"was trained with algo\._target_='rl2_lightning\.algos\.PPO'"):
+        train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={ckpt}", "algo=trpo"]))
 
 
 PRE_REDESIGN = ROOT / "tests" / "data" / "pre_redesign_bandit_k5_n10.ckpt"

@@ -6,10 +6,6 @@ Each is a :class:`~rl2_lightning.algos.base.TrialAlgorithm`: GAE over whole tria
 
 from rl2_lightning.algos.base import LRSchedule, TrialAlgorithm, UpdateContext
 from rl2_lightning.algos.ppo import PPO, GradClip
-
-try:  # written alongside; absent until it lands
-    from rl2_lightning.algos.trpo import TRPO
-except ImportError:  # pragma: no cover
-    TRPO = None
+from rl2_lightning.algos.trpo import TRPO
 
 __all__ = ["PPO", "TRPO", "GradClip", "LRSchedule", "TrialAlgorithm", "UpdateContext"]

@@ -235,7 +235,7 @@ class TRPO(TrialAlgorithm):
 
     def __init__(
         self, actor: nn.Module, critic: nn.Module, max_kl: Positive = 0.01, cg_iterations: PositiveInt = 10,
-        cg_damping: NonNegative = 0.1, line_search_steps: PositiveInt = 10, line_search_backtrack: Unit = 0.5,
+        cg_damping: NonNegative = 0.01, line_search_steps: PositiveInt = 10, line_search_backtrack: Unit = 0.5,
         critic_epochs: PositiveInt = 4, critic_minibatches: PositiveInt = 4, max_grad_norm: Positive = 0.5,
         entropy_coeff: NonNegative = 0.0, normalize_advantage: bool = True, **common,
     ):

@@ -3,7 +3,7 @@
 A baseline is a :class:`~tensordict.nn.TensorDictModuleBase` that reads one step's input of the RL² trial
 env (``prev_action``, ``prev_reward``, ``is_init`` ... see :mod:`rl2_lightning.envs.trial`), updates its
 batched statistics (one row per env, reset where ``is_init``) and writes ``action``. It is scored by
-:func:`rl2_lightning.metatest.play_trials` exactly like an RL² actor.
+:func:`rl2_lightning.evaluation.scoring.play_trials` exactly like an RL² actor.
 
 Hyperparameters may be a number or a tensor with one value per env, so that one batched run scores a
 whole grid (env ``i`` of a tuning run plays task ``i % num_tasks`` with grid point ``i // num_tasks``).

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from rl2_lightning.components import Range
 from rl2_lightning.envs.trial import TaskSimulator
 
 
@@ -20,7 +23,7 @@ class BernoulliBandit(TaskSimulator):
     max_episode_steps = 1
     observation_shape = (1,)
 
-    def __init__(self, num_envs: int, num_arms: int = 5, device: torch.device | str = "cpu"):
+    def __init__(self, num_envs: int, num_arms: Annotated[int, Range(2)] = 5, device: torch.device | str = "cpu"):
         if num_arms < 2:
             raise ValueError(f"num_arms must be >= 2 (a bandit needs a choice), got {num_arms}")
         super().__init__(num_envs, device)

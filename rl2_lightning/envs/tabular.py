@@ -6,9 +6,12 @@ Both are served by one batched simulator, :class:`TabularMDP`, whose task is a t
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from rl2_lightning.components import Range
 from rl2_lightning.envs.trial import TaskSimulator
 
 
@@ -44,10 +47,10 @@ class TabularMDP(TaskSimulator):
     def __init__(
         self,
         num_envs: int,
-        num_states: int = 10,
-        num_actions: int = 5,
-        episode_steps: int = 10,
-        reward_std: float = 1.0,
+        num_states: Annotated[int, Range(2)] = 10,
+        num_actions: Annotated[int, Range(2)] = 5,
+        episode_steps: Annotated[int, Range(1)] = 10,
+        reward_std: Annotated[float, Range(0.0)] = 1.0,
         device: torch.device | str = "cpu",
     ):
         if num_states < 2:
@@ -137,8 +140,8 @@ class RiverSwim(TabularMDP):
     def __init__(
         self,
         num_envs: int,
-        num_states: int = 10,
-        episode_steps: int = 20,
+        num_states: Annotated[int, Range(2)] = 10,
+        episode_steps: Annotated[int, Range(1)] = 20,
         device: torch.device | str = "cpu",
     ):
         super().__init__(num_envs, num_states, 2, episode_steps, reward_std=0.0, device=device)

@@ -20,11 +20,13 @@ import tempfile
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Optional
 
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from rl2_lightning.components import Range
 from rl2_lightning.evaluation.scoring import navigation_metrics
 from rl2_lightning.envs.maze.layout import check_pool, check_size, distribution_name, load_pool
 from rl2_lightning.envs.maze.wad import ensure_wad, map_name
@@ -135,10 +137,10 @@ class MazeSimulator(TaskSimulator):
         num_envs: int,
         size: int = 5,
         pool: str = "train",
-        horizon: int | None = None,
-        frame_skip: int = 4,
+        horizon: Optional[Annotated[int, Range(1)]] = None,
+        frame_skip: Annotated[int, Range(1)] = 4,
         device: torch.device | str = "cpu",
-        threads: int | None = None,
+        threads: Optional[Annotated[int, Range(1)]] = None,
     ):
         super().__init__(num_envs, device)
         #: threads stepping the games at once, the calling one included (default: one per game; 1: in turn)
