@@ -35,9 +35,10 @@ def weights_checksum(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def read_manifest() -> dict[str, Any]:
+def read_manifest(directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
     """``{preset: {"file", "sha256", "setting", "frames", "note"}}`` (empty when nothing is shipped)."""
-    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    path = directory / MANIFEST.name
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def export(ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_DIR) -> Path:
@@ -71,7 +72,7 @@ def load(preset: str, directory: Path = PRETRAINED_DIR):
     checksums (one-line errors for a preset without a shipped policy or a file that does not match)."""
     from rl2_lightning.module import RL2Module
 
-    manifest = json.loads((directory / "manifest.json").read_text()) if (directory / "manifest.json").exists() else {}
+    manifest = read_manifest(directory)
     if preset not in manifest:
         have = ", ".join(sorted(manifest)) or "none"
         raise FileNotFoundError(f"ckpt=pretrained: no shipped policy for {preset} (shipped: {have})")

@@ -52,10 +52,11 @@ def check_trained_on(hparams: dict, cfg: DictConfig, groups: tuple[str, ...], wh
     env, model, algo = upgrade_hparams(hparams["env"], hparams["model"], hparams["algo"])
     trained = {"env": env, "model": model, "algo": algo}
     for group in groups:
+        was = _flat(trained[group])
         for key, value in _flat(container(cfg[group])).items():
             if group == "env" and key == "num_envs":
                 continue  # the batch size may change on resume
-            old = _flat(trained[group]).get(key, value)
+            old = was.get(key, value)
             if old != value:
                 raise ValueError(f"{what} was trained with {group}.{key}={old!r}, but the config has {value!r}")
 
