@@ -53,3 +53,66 @@ def test_mazes_train_with_every_algorithm_and_memory(tmp_path, algo, model):
     out = train(cfg)
     assert 0 < int(out["module"].frames) <= 2 * 2 * 5
     assert out["module"].hparams.model["shared_trunk"]  # the paper's maze agent: one trunk for both heads
+
+
+def _collected_batch(module, cfg, seed=0):
+    """A batch of whole trials from the module's own actor, with advantages."""
+    from torchrl.collectors import Collector
+
+    env = module.agent.attach_to(module.env.make(cfg.env.num_envs, seed=seed))
+    steps = env.base_env.trial_steps
+    collector = Collector(env, module.actor, frames_per_batch=cfg.env.num_envs * steps, total_frames=-1,
+                          reset_at_each_iter=True, split_trajs=False, auto_register_policy_transforms=False)
+    data = next(iter(collector)).reshape(-1, steps)
+    collector.shutdown()
+    module.algo.compute_advantages(data)
+    return data
+
+
+def test_a_shared_trunk_runs_once_in_the_ppo_loss_with_the_gradients_of_running_it_twice():
+    """With model.shared_trunk the PPO loss's critic is only the value head, reading the features the
+    actor's pass wrote; the losses and every gradient equal those of TorchRL's loss over the whole
+    critic (the trunk run a second time)."""
+    from torchrl.modules import set_recurrent_mode
+    from torchrl.objectives import ClipPPOLoss
+
+    torch.manual_seed(0)
+    cfg = compose_cfg(["conf=tabular_n10", "model.shared_trunk=true", "env.num_envs=4"])
+    module = module_of(cfg)
+    ours = module.algo.loss_module
+    assert len(ours.critic_network.module) == 1  # the value head alone
+    data = _collected_batch(module, cfg)
+    # in float64, so that the two summation orders agree to far below any real difference
+    module.double()
+    data = data.apply(lambda x: x.double() if x.is_floating_point() else x)
+    twice = ClipPPOLoss(module.actor, module.critic, clip_epsilon=float(ours.clip_epsilon),
+                        entropy_coeff=float(ours.entropy_coeff), critic_coeff=float(ours.critic_coeff),
+                        loss_critic_type="l2", reduction="mean")
+    twice.set_keys(sample_log_prob="action_log_prob", value="state_value")
+    ours.reduction = "mean"
+    params = [p for g in module.algo.param_groups() for p in g["params"]]
+    results = []
+    for loss_module in (ours, twice):
+        # count the trunk's GRU passes through the loss
+        gru = module.actor.module[0][1]
+        calls = []
+        handle = gru.register_forward_hook(lambda *a: calls.append(1))
+        with set_recurrent_mode(True):
+            losses = loss_module(data.clone())
+        handle.remove()
+        total = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
+        grads = torch.autograd.grad(total, params, allow_unused=True)
+        results.append((len(calls), [losses[k].detach() for k in ("loss_objective", "loss_critic", "loss_entropy")], grads))
+    (calls_ours, losses_ours, grads_ours), (calls_twice, losses_twice, grads_twice) = results
+    assert (calls_ours, calls_twice) == (1, 2)
+    for a, b in zip(losses_ours, losses_twice):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads_ours)
+    for a, b in zip(grads_ours, grads_twice):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_separate_networks_keep_the_whole_critic_in_the_ppo_loss():
+    cfg = compose_cfg(["conf=tabular_n10"])
+    module = module_of(cfg)
+    assert module.algo.loss_module.critic_network is module.critic

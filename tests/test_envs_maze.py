@@ -352,15 +352,60 @@ def test_the_thread_pool_steps_the_games_exactly_as_in_turn():
     assert ends >= 3  # the horizon of 15 steps ended episodes along the way (resets went through the pool too)
 
 
-def test_downsample_is_the_4x4_block_mean_scaled_to_unit_range():
-    from rl2_lightning.envs.maze.doom import downsample
+def test_downsample_is_the_4x4_block_mean_rounded_to_uint8():
+    from rl2_lightning.envs.maze.doom import downsample, downsample_float
 
     frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    expected = frame.reshape(30, 4, 40, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1) / 127.5 - 1
+    mean = frame.reshape(30, 4, 40, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1)
     out = downsample(frame)
-    assert out.shape == (3, 30, 40) and out.dtype == np.float32
-    np.testing.assert_allclose(out, expected, atol=1e-6)
-    assert downsample(np.zeros_like(frame)).min() == -1 and downsample(np.full_like(frame, 255)).max() == 1
+    assert out.shape == (3, 30, 40) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.floor(mean + 0.5))  # the block mean, rounded half up
+    exact = downsample_float(frame)  # the float observation the env produced before uint8
+    assert exact.dtype == np.float32
+    np.testing.assert_allclose(exact, mean / 127.5 - 1, atol=1e-6)
+    assert downsample(np.zeros_like(frame)).max() == 0 and downsample(np.full_like(frame, 255)).min() == 255
+
+
+def test_uint8_frames_give_the_network_the_float_observation_within_half_a_level():
+    """The encoder's input from uint8 frames is within 0.5/127.5 of the exact scaled block mean (the
+    float observation of before), and a float frame holding those values gives the same output."""
+    from rl2_lightning.envs.maze.doom import downsample, downsample_float
+    from rl2_lightning.models.encoders import PixelInputEncoder
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (6, 120, 160, 3), dtype=np.uint8)
+    as_bytes = torch.from_numpy(np.stack([downsample(f) for f in frames]))
+    exact = torch.from_numpy(np.stack([downsample_float(f) for f in frames]))
+    scaled = as_bytes.float() * (1 / 127.5) - 1.0
+    assert (scaled - exact).abs().max() <= 0.5 / 127.5 + 1e-6
+    assert (scaled - exact).abs().max() > 0  # rounding does change some pixels: the bound is what is promised
+    torch.manual_seed(0)
+    enc = PixelInputEncoder((3, 30, 40), 3, 32)
+    extras = (torch.zeros(6, 3), torch.zeros(6, 1), torch.zeros(6, 1, dtype=torch.bool))
+    with torch.no_grad():
+        assert torch.equal(enc(as_bytes, *extras), enc(scaled, *extras))
+        # and the network's output moves by no more than the input's rounding allows
+        assert (enc(as_bytes, *extras) - enc(exact, *extras)).abs().max() < 0.05
+
+
+@pytest.mark.maze
+@pytest.mark.parametrize("turn, frame_skip", [(15.0, 4), (30.0, 4), (15.0, 3)])
+def test_a_delta_button_turn_rotates_by_the_configured_angle(turn, frame_skip):
+    import vizdoom as vzd  # noqa: F401
+    from rl2_lightning.envs.maze.doom import LEFT, RIGHT, MazeSimulator
+
+    sim = MazeSimulator(1, size=5, threads=1, turn_degrees=turn, frame_skip=frame_skip)
+    everyone = torch.ones(1, dtype=torch.bool)
+    sim.set_tasks(sim.task_set()[:1], everyone)
+    sim.reset_episodes(everyone)
+    turned = []
+    for a in [LEFT, LEFT, LEFT, RIGHT, RIGHT, LEFT]:  # from rest, held on, reversed: always the same angle
+        before = sim.positions[0, 2]
+        sim.step(torch.tensor([a]))
+        turned.append((sim.positions[0, 2] - before + 180) % 360 - 180)
+    sim.close()
+    expected = [turn, turn, turn, -turn, -turn, turn]  # left is counter-clockwise: the angle grows
+    np.testing.assert_allclose(turned, expected, atol=0.02)  # the engine's angle units: 360/65536 degrees a tic
 
 
 def test_trial_media_draw_every_episode_path(tmp_path):

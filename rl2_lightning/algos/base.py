@@ -13,6 +13,7 @@ from typing import Annotated
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictSequential
 from torch import nn
 from torchrl.modules import set_recurrent_mode
 from torchrl.objectives.value import GAE
@@ -139,6 +140,27 @@ class TrialAlgorithm(nn.Module):
     def update(self, data: TensorDictBase, optimizer: torch.optim.Optimizer, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         """One iteration's update on a batch of whole trials with advantages; returns statistics by name."""
         raise NotImplementedError
+
+
+def critic_after_actor(actor: nn.Module, critic: nn.Module) -> nn.Module:
+    """What of ``critic`` a loss must run once ``actor`` has run on the same tensordict.
+
+    With a trunk shared between the two (``model.shared_trunk``: the critic's leading modules are
+    the actor's own), the actor's pass has already written the trunk's features, with their graph,
+    into the tensordict; the critic's remaining modules (the value head) read them from there, so
+    the trunk runs once per minibatch instead of twice, and the value loss's gradient still reaches
+    the trunk through the same features. Without a shared module the critic comes back whole.
+    """
+    if not isinstance(critic, TensorDictSequential):
+        return critic
+    shared = {id(m) for m in actor.modules()}
+    modules = list(critic.module)
+    own = [m for m in modules if id(m) not in shared]
+    if len(own) == len(modules):
+        return critic
+    if not own or any(id(m) in shared for m in modules[len(modules) - len(own):]):
+        raise ValueError("a critic sharing modules with the actor must share a leading trunk and end in its own head")
+    return TensorDictSequential(*own)
 
 
 def normalized_advantage(minibatch: TensorDictBase) -> torch.Tensor:

@@ -17,6 +17,7 @@ from rl2_lightning.algos.base import (
     PositiveInt,
     TrialAlgorithm,
     UpdateContext,
+    critic_after_actor,
     masked_mean,
     normalized_advantage,
 )
@@ -55,9 +56,10 @@ class PPO(TrialAlgorithm):
         self.entropy_coeff, self.entropy_coeff_final = entropy_coeff, entropy_coeff_final
         self.max_grad_norm, self.grad_clip = max_grad_norm, GradClip(grad_clip)
         self.normalize_advantage = normalize_advantage
+        # With a shared trunk the loss runs it once: the value head reads the actor pass's features.
         self.loss_module = ClipPPOLoss(
             actor,
-            critic,
+            critic_after_actor(actor, critic),
             clip_epsilon=clip_epsilon,
             entropy_bonus=entropy_coeff > 0 or bool(entropy_coeff_final),
             entropy_coeff=entropy_coeff,

@@ -97,14 +97,13 @@ def make_trial_env(
     With ``task_set=None`` tasks come from a training stream seeded by ``(seed, rank, worker)`` that
     excludes the distribution's held-out and tuning sets; with ``task_set="heldout"`` or ``"tuning"`` they
     are that fixed set, in order. Simulators that hold their own pools (mazes: ``own_pools``) are built
-    on the training or the held-out pool instead. ``init_tracker`` appends TorchRL's ``InitTracker``
+    on the training or the held-out pool instead; their ``tuning`` set is the training pool in order
+    (hyperparameters are chosen on the mazes training draws from, never on the held-out ones). ``init_tracker`` appends TorchRL's ``InitTracker``
     (``is_init`` marks trial starts, where the memory resets). ``trials_per_reset > 1`` is the no-reset
     ablation (see :class:`TrialEnv`).
     """
     own_pools = getattr(_simulator_class(simulator), "own_pools", False)
     if own_pools:
-        if task_set == "tuning":
-            raise ValueError("task_set='tuning' is not defined for this family; allowed: heldout or None (training)")
         simulator_kwargs = {**simulator_kwargs, "pool": "heldout" if task_set == "heldout" else "train"}
     sim = make_simulator(simulator, num_envs, device, **simulator_kwargs)
     source: TaskSource

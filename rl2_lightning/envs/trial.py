@@ -28,7 +28,7 @@ import abc
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Binary, Categorical, Composite, Unbounded
+from torchrl.data import Binary, Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from rl2_lightning.envs.tasks import FixedTasks, TaskSource, derive_seed
@@ -54,6 +54,8 @@ class TaskSimulator(abc.ABC):
     num_actions: int
     #: shape of one observation (without the batch dimension)
     observation_shape: tuple[int, ...]
+    #: dtype of :meth:`observation` (image simulators keep ``torch.uint8`` frames; the encoder scales them)
+    observation_dtype: torch.dtype = torch.float32
     #: maximum number of steps of one episode
     max_episode_steps: int
     #: the family holds its own training and held-out pools (built with ``pool=``) instead of task-set files
@@ -99,7 +101,7 @@ class TaskSimulator(abc.ABC):
 
     @abc.abstractmethod
     def observation(self) -> torch.Tensor:
-        """The current observation of every env, ``[num_envs, *observation_shape]`` float."""
+        """The current observation of every env, ``[num_envs, *observation_shape]`` of ``observation_dtype``."""
 
     def close(self) -> None:
         """Release external resources (engines, processes); nothing by default."""
@@ -254,7 +256,7 @@ class TrialEnv(SimulatorEnv):
         self._finished = torch.zeros(n, dtype=torch.bool, device=device)
 
         self.observation_spec = Composite(
-            observation=Unbounded(shape=(n, *simulator.observation_shape), device=device),
+            observation=_observation_spec(simulator, n, device),
             prev_action=Binary(n=a, shape=(n, a), dtype=torch.float32, device=device),
             prev_reward=Unbounded(shape=(n, 1), device=device),
             episode_done=Binary(n=1, shape=(n, 1), dtype=torch.bool, device=device),
@@ -339,3 +341,13 @@ class TrialEnv(SimulatorEnv):
         )
         out["reward"] = reward
         return self._make_tensordict(out, done.unsqueeze(-1))
+
+
+def _observation_spec(simulator: TaskSimulator, n: int, device):
+    """Unbounded floats, or the full range of an integer dtype (uint8 frames)."""
+    dtype = getattr(simulator, "observation_dtype", torch.float32)
+    shape = (n, *simulator.observation_shape)
+    if dtype.is_floating_point:
+        return Unbounded(shape=shape, dtype=dtype, device=device)
+    info = torch.iinfo(dtype)
+    return Bounded(low=info.min, high=info.max, shape=shape, dtype=dtype, device=device)

@@ -31,7 +31,8 @@ class PixelInputEncoder(nn.Module):
     ``[conv features, action embedding, prev reward, episode_done]``.
 
     Works on any number of leading batch dims (``[B, 3, H, W]`` while collecting, ``[B, T, 3, H, W]``
-    in the loss).
+    in the loss). Integer frames (uint8, as the maze simulator keeps them) are scaled to [-1, 1] here
+    (``x / 127.5 - 1``); float frames are used as they are.
     """
 
     def __init__(self, observation_shape: tuple[int, int, int], num_actions: int, embed_size: int):
@@ -49,6 +50,8 @@ class PixelInputEncoder(nn.Module):
 
     def forward(self, observation, prev_action, prev_reward, episode_done) -> torch.Tensor:  # noqa: D102
         lead = observation.shape[:-3]
+        if not observation.is_floating_point():
+            observation = observation.to(prev_reward.dtype) * (1 / 127.5) - 1.0
         pixels = self.conv(observation.reshape(-1, *observation.shape[-3:])).reshape(*lead, -1)
         action = torch.relu(self.action(prev_action))
         x = torch.cat([pixels, action, prev_reward, episode_done.to(pixels.dtype)], -1)

@@ -3,10 +3,13 @@
 A task is one layout of a pool (``"layout"``: its index; the goal is part of the layout). The
 episodes of a trial replay the same map; a new trial switches map with ``set_doom_map`` +
 ``new_episode`` (DESIGN.md §8). Actions: forward, turn left, turn right, each held for
-``frame_skip`` tics. Rewards: ``-0.01`` per tic (the engine's living reward), ``+1`` on walking into
+``frame_skip`` tics; a turn rotates by exactly ``turn_degrees`` (ViZDoom's delta turn button, spread
+evenly over the tics), or, with ``turn_degrees=None``, uses the binary turn buttons (7.0°, then 12.3°,
+then 14.1° per action held on: the engine's turn acceleration). Rewards: ``-0.01`` per tic (the engine's living reward), ``+1`` on walking into
 the red goal block (its linedefs carry ``Exit_Normal``: the engine ends the episode and pays the map
 exit reward), ``-0.001`` when a forward step is blocked by a wall. Observations are the 160x120 RGB
-frame averaged over 4x4 blocks to 40x30 and scaled to [-1, 1].
+frame averaged over 4x4 blocks to 40x30, kept as uint8 (the block mean rounded) until the network
+scales it to [-1, 1] (:class:`~rl2_lightning.models.encoders.PixelInputEncoder`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,16 @@ BUMP_PENALTY = -0.001
 START_TICS = 10  # the engine ignores input for ~8 tics after a map load
 MIN_STEP = 1.0  # map units: a forward step that moves less than this hit a wall
 FORWARD, LEFT, RIGHT = 0, 1, 2
-BUTTONS = [[a == FORWARD, a == LEFT, a == RIGHT] for a in range(3)]  # action -> button states
+BUTTONS = [[a == FORWARD, a == LEFT, a == RIGHT] for a in range(3)]  # action -> binary button states
+TURN_DEGREES = 15.0  # default turn per action: divides 90, near the binary buttons' held rate (14.1°)
+
+
+def delta_buttons(turn_degrees: float, frame_skip: int) -> list[list[float]]:
+    """Action -> ``[MOVE_FORWARD, TURN_LEFT_RIGHT_DELTA]`` values. The engine applies a delta button's
+    value on every tic of ``make_action`` (degrees per tic, positive turns right), so a turn of
+    ``turn_degrees`` is spread over the ``frame_skip`` tics."""
+    per_tic = float(turn_degrees) / frame_skip
+    return [[1.0, 0.0], [0.0, -per_tic], [0.0, per_tic]]
 
 
 def _close_open_simulators() -> None:
@@ -102,13 +114,25 @@ def _launcher() -> str:
     return path
 
 
-def downsample(frame: np.ndarray) -> np.ndarray:
-    """``[120, 160, 3]`` uint8 -> ``[3, 30, 40]`` float32 in [-1, 1] (4x4 block mean)."""
+def block_sums(frame: np.ndarray) -> np.ndarray:
+    """``[120, 160, 3]`` uint8 -> ``[3, 30, 40]`` uint16: the sums of 4x4 pixel blocks."""
     # Strided sums of 4 rows then 4 columns: ~15x faster than a mean over a reshaped view.
     x = frame.astype(np.uint16)
     x = x[0::4] + x[1::4] + x[2::4] + x[3::4]
     x = x[:, 0::4] + x[:, 1::4] + x[:, 2::4] + x[:, 3::4]
-    return x.transpose(2, 0, 1).astype(np.float32) * (1 / (16 * 127.5)) - 1.0
+    return x.transpose(2, 0, 1)
+
+
+def downsample(frame: np.ndarray) -> np.ndarray:
+    """``[120, 160, 3]`` uint8 -> ``[3, 30, 40]`` uint8, the 4x4 block mean rounded to the nearest
+    integer (half up). The network reads it as ``x / 127.5 - 1``: within ``0.5 / 127.5`` of the exact
+    block mean scaled to [-1, 1] (:func:`downsample_float`, the observation before uint8)."""
+    return ((block_sums(frame) + 8) >> 4).astype(np.uint8)
+
+
+def downsample_float(frame: np.ndarray) -> np.ndarray:
+    """``[120, 160, 3]`` uint8 -> ``[3, 30, 40]`` float32 in [-1, 1]: the exact 4x4 block mean, scaled."""
+    return block_sums(frame).astype(np.float32) * (1 / (16 * 127.5)) - 1.0
 
 
 class MazeSimulator(TaskSimulator):
@@ -123,10 +147,14 @@ class MazeSimulator(TaskSimulator):
         threads: games stepped at once, by the calling thread and a pool of ``threads - 1`` (default: one
             thread per game; 1 steps them in turn). The engines are separate processes and ViZDoom
             releases the GIL while they run, so several engines work at the same time.
+        turn_degrees: rotation of one turn action (delta turn button); ``None``: the binary turn
+            buttons, whose angle depends on how long the turn has been held.
     """
 
     num_actions = 3
     observation_shape = (3, 30, 40)
+    #: frames stay bytes through the env, the collector and the batch (4x less than float32)
+    observation_dtype = torch.uint8
     #: the training and held-out mazes are the simulator's own pools (``pool=``), not task-set files
     own_pools = True
     #: each game is an engine process: envs may be split over ``env.workers`` processes
@@ -141,6 +169,7 @@ class MazeSimulator(TaskSimulator):
         frame_skip: Annotated[int, Range(1)] = 4,
         device: torch.device | str = "cpu",
         threads: Optional[Annotated[int, Range(1)]] = None,
+        turn_degrees: Optional[Annotated[float, Range(0, 180)]] = TURN_DEGREES,
     ):
         super().__init__(num_envs, device)
         #: threads stepping the games at once, the calling one included (default: one per game; 1: in turn)
@@ -154,12 +183,16 @@ class MazeSimulator(TaskSimulator):
         if self.max_episode_steps < 1 or frame_skip < 1:
             raise ValueError(f"horizon and frame_skip must be >= 1, got {horizon} and {frame_skip}")
         self.frame_skip = int(frame_skip)
+        if turn_degrees is not None and not 0 < turn_degrees <= 180:
+            raise ValueError(f"turn_degrees must be in (0, 180] or None, got {turn_degrees}")
+        self.turn_degrees = None if turn_degrees is None else float(turn_degrees)
+        self.buttons = BUTTONS if turn_degrees is None else delta_buttons(turn_degrees, self.frame_skip)
         self.pool = load_pool(self.size, self.pool_name)
         self.wad = str(ensure_wad(self.pool))
         self.layout = np.full(num_envs, -1, dtype=np.int64)
         self._loaded = np.full(num_envs, -1, dtype=np.int64)  # map currently loaded in each engine
         self.t = np.zeros(num_envs, dtype=np.int64)
-        self._obs = np.zeros((num_envs, *self.observation_shape), dtype=np.float32)
+        self._obs = np.zeros((num_envs, *self.observation_shape), dtype=np.uint8)
         self._pos = np.zeros((num_envs, 3), dtype=np.float64)  # x, y, angle
         #: per env, the (x, y, angle) of every step of the current trial, for drawing paths
         self.trace: list[list[tuple[float, float, float]]] = [[] for _ in range(num_envs)]
@@ -202,7 +235,10 @@ class MazeSimulator(TaskSimulator):
         game.set_render_weapon(False)
         game.set_render_decals(False)
         game.set_render_particles(False)
-        game.set_available_buttons([vzd.Button.MOVE_FORWARD, vzd.Button.TURN_LEFT, vzd.Button.TURN_RIGHT])
+        if self.turn_degrees is None:
+            game.set_available_buttons([vzd.Button.MOVE_FORWARD, vzd.Button.TURN_LEFT, vzd.Button.TURN_RIGHT])
+        else:
+            game.set_available_buttons([vzd.Button.MOVE_FORWARD, vzd.Button.TURN_LEFT_RIGHT_DELTA])
         game.set_available_game_variables(
             [vzd.GameVariable.POSITION_X, vzd.GameVariable.POSITION_Y, vzd.GameVariable.ANGLE]
         )
@@ -280,7 +316,7 @@ class MazeSimulator(TaskSimulator):
             game, a = self.games[i], int(acts[i])
             before = self._pos[i, :2].copy()
             with self._engine(i):
-                reward[i] = game.make_action(BUTTONS[a], self.frame_skip)
+                reward[i] = game.make_action(self.buttons[a], self.frame_skip)
                 finished = game.is_episode_finished()
             self.t[i] += 1
             if finished:  # reached the goal: the engine paid the exit reward

@@ -64,9 +64,11 @@ def _plot(img: np.ndarray, pts: np.ndarray, color, radius: int) -> None:
 
 
 def observation_to_image(obs: np.ndarray | torch.Tensor, height: int) -> np.ndarray:
-    """A ``[3, 30, 40]`` observation in [-1, 1] as RGB uint8, enlarged to ``height`` pixels."""
+    """A ``[3, 30, 40]`` observation (uint8, or float in [-1, 1]) as RGB uint8, enlarged to ``height`` pixels."""
     obs = torch.as_tensor(obs).detach().cpu().numpy()
-    img = ((obs.transpose(1, 2, 0) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    if np.issubdtype(obs.dtype, np.floating):
+        obs = ((obs + 1.0) * 127.5).clip(0, 255)
+    img = obs.transpose(1, 2, 0).astype(np.uint8)
     k = max(1, height // img.shape[0])
     return img.repeat(k, 0).repeat(k, 1)
 
