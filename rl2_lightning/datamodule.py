@@ -14,13 +14,22 @@ from typing import Any
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
-from torchrl.collectors import Collector
+from torchrl.collectors import AsyncCollector, Collector
 from torchrl.envs import InitTracker, ParallelEnv, TransformedEnv
 
 from rl2_lightning.envs import TrialEnvFactory
+from rl2_lightning.envs.tasks import derive_seed
 from rl2_lightning.envs.trial import EngineRestarted
 
 log = logging.getLogger(__name__)
+
+
+def _env_with_primers(make, primers):
+    """Built in the prefetch worker process: the trial env with the actor's memory primers."""
+    env = make()
+    for primer in primers:
+        env = env.append_transform(primer.clone())
+    return env
 
 
 def _as_is(batch):
@@ -47,7 +56,7 @@ class TrialBatches(IterableDataset):
     def __iter__(self):  # noqa: D105
         # A finite epoch: Lightning's prefetching then never collects a batch it would throw away.
         dm = self.datamodule
-        batches = iter(dm.collector)
+        batches = dm.batches()
         done = failures = 0
         while done < self.iterations:
             before = dm.state_dict()  # the envs' random streams before this batch
@@ -60,7 +69,7 @@ class TrialBatches(IterableDataset):
                 failures += 1
                 log.warning("%s; rebuilding the envs and collecting the batch again", err)
                 dm.rebuild(before)
-                batches = iter(dm.collector)
+                batches = dm.batches()
                 continue
             done, failures = done + 1, 0
             yield batch.reshape(-1, batch.shape[-1])  # [workers, envs, T] -> [trials, T]
@@ -80,6 +89,7 @@ class TrialDataModule(LightningDataModule):
         self.env_factory, self.seed, self.iterations_per_epoch = env, seed, iterations_per_epoch
         self.env = None
         self.collector = None
+        self._batches = None  # env.prefetch: the collector's one iterator
         #: steps of one collected row (a trial, padded for mazes, or ``trials_per_reset`` trials)
         self.trial_steps: int | None = None
 
@@ -98,6 +108,11 @@ class TrialDataModule(LightningDataModule):
         make = functools.partial(
             factory.make, factory.num_envs // workers, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0
         )
+        if factory.prefetch:  # the envs will live in the collector's worker process
+            spec = factory.spec_env()
+            self.trial_steps = spec.trial_steps * factory.trials_per_reset
+            spec.close()
+            return None
         if workers == 1:
             env = make(device=self.device)
             self.trial_steps = env.base_env.trial_steps * factory.trials_per_reset
@@ -113,6 +128,9 @@ class TrialDataModule(LightningDataModule):
     def _make_collector(self) -> None:
         """The collector over ``self.env``, running the module's actor (random actions without a trainer)."""
         module = self.trainer.lightning_module if self.trainer else None
+        if self.env_factory.prefetch:
+            self._make_prefetch_collector(module)
+            return
         if module is not None:
             self.env = module.agent.attach_to(self.env)
         device = self.device
@@ -133,9 +151,48 @@ class TrialDataModule(LightningDataModule):
             )
         self.load_state_dict(states)
 
+    def _make_prefetch_collector(self, module) -> None:
+        """``env.prefetch``: a TorchRL ``AsyncCollector``. Its worker process builds the envs (with the
+        actor's primers) and collects the next batch as soon as a batch has been handed over; the
+        actor's weights are pushed to it at that moment (``update_at_each_batch``). The envs' random
+        streams live in the worker, so a checkpoint cannot hold them: the worker's env seed is derived
+        from the run seed and the frames trained so far, and a resumed run draws new tasks."""
+        factory = self.env_factory
+        frames = int(module.frames) if module is not None else 0
+        rank = self.trainer.global_rank if self.trainer else 0
+        make = functools.partial(factory.make, factory.num_envs, seed=derive_seed(self.seed, "prefetch", frames), rank=rank)
+        primers = module.agent.primers if module is not None else []
+        self.collector = AsyncCollector(
+            functools.partial(_env_with_primers, make, primers),
+            module.actor if module is not None else None,
+            frames_per_batch=factory.num_envs * self.trial_steps,
+            total_frames=-1,
+            reset_at_each_iter=True,
+            split_trajs=False,
+            env_device="cpu",
+            policy_device=self.device,
+            storing_device=self.device,
+            update_at_each_batch=True,
+            num_threads=torch.get_num_threads(),  # the training process keeps its threads (TorchRL would take one)
+            auto_register_policy_transforms=False,
+        )
+
+    def batches(self):
+        """An iterator over the collector's batches: a new one per epoch, except with ``env.prefetch``,
+        whose one iterator lives as long as the collector (each new one would send the worker one more
+        request, and a batch more would wait in the queue at every epoch)."""
+        if not self.env_factory.prefetch:
+            return iter(self.collector)
+        if self._batches is None:
+            self._batches = iter(self.collector)
+        return self._batches
+
     @property
     def parallel(self) -> bool:
-        """Whether the trial envs run in TorchRL ``ParallelEnv`` worker processes (``env.workers > 1``)."""
+        """Whether the trial envs run in worker processes (``env.workers > 1``: TorchRL ``ParallelEnv``;
+        ``env.prefetch``: the ``AsyncCollector``'s worker), where an engine failure ends the worker."""
+        if self.env_factory.prefetch:
+            return True
         return self.env is not None and isinstance(self.env.base_env, ParallelEnv)
 
     def rebuild(self, states: dict[str, Any]) -> None:
@@ -158,8 +215,10 @@ class TrialDataModule(LightningDataModule):
 
     def teardown(self, stage: str | None = None) -> None:  # noqa: D102
         if self.collector is not None:
-            self.collector.shutdown(close_env=False, raise_on_error=False)
+            # the prefetch worker's envs close with it; the others are closed below
+            self.collector.shutdown(close_env=self.env_factory.prefetch, raise_on_error=False)
             self.collector = None
+        self._batches = None
         if self.env is not None:  # also after a failure, when the collector has dropped it already
             try:
                 self.env.close(raise_if_closed=False)
@@ -170,7 +229,7 @@ class TrialDataModule(LightningDataModule):
     # Random streams of the envs (dynamics and task draws), saved in checkpoints so that a resumed run
     # draws the same tasks; with env.workers > 1, one entry per worker process, fetched through ParallelEnv.
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
-        if self.env is None:
+        if self.env is None:  # also with env.prefetch: the streams live in the collector's worker
             return {}
         base = self.env.base_env
         if self.parallel:
@@ -180,6 +239,10 @@ class TrialDataModule(LightningDataModule):
         return base.rng_state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        if state_dict and self.env_factory.prefetch:
+            log.warning("env.prefetch: the checkpoint's env random streams are not restored (the envs live in "
+                        "the collector's worker); this run draws new tasks from a seed derived from its frames")
+            return
         if not state_dict or self.env is None:
             return
         base = self.env.base_env

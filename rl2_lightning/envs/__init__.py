@@ -134,6 +134,10 @@ class TrialEnvFactory:
         trials_per_reset: > 1 is the no-reset ablation (the memory kept across that many trials).
         workers: env processes per device (TorchRL ``ParallelEnv``), each stepping
             ``num_envs / workers`` simulators; only for families that drive external engines.
+        prefetch: double-buffered collection: the envs and a copy of the actor live in a TorchRL
+            ``AsyncCollector`` worker process, which collects the next batch while the current one
+            trains, with the weights pushed to it when a batch arrives (so each batch is collected by
+            the policy of one update earlier; PPO's ratio is taken to the policy that collected).
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class TrialEnvFactory:
         num_envs: Annotated[int, Range(1)] = 256,
         trials_per_reset: Annotated[int, Range(1)] = 1,
         workers: Annotated[int, Range(1)] = 1,
+        prefetch: bool = False,
     ):
         cls = _simulator_class(simulator)
         if num_envs % workers:
@@ -150,7 +155,9 @@ class TrialEnvFactory:
         if workers > 1 and not getattr(cls, "runs_engines", False):
             raise ValueError(f"env.workers > 1 is only for families that drive engines; {cls.__name__} is batched tensor code")
         self.simulator, self.episodes_per_trial, self.num_envs = simulator, episodes_per_trial, num_envs
-        self.trials_per_reset, self.workers = trials_per_reset, workers
+        if prefetch and workers > 1:
+            raise ValueError("env.prefetch=true collects in one worker process; it needs env.workers=1")
+        self.trials_per_reset, self.workers, self.prefetch = trials_per_reset, workers, bool(prefetch)
 
     @property
     def simulator_class(self) -> type[TaskSimulator]:
