@@ -158,9 +158,8 @@ class TrialDataModule(LightningDataModule):
         streams live in the worker, so a checkpoint cannot hold them: the worker's env seed is derived
         from the run seed and the frames trained so far, and a resumed run draws new tasks."""
         factory = self.env_factory
-        frames = int(module.frames) if module is not None else 0
         rank = self.trainer.global_rank if self.trainer else 0
-        make = functools.partial(factory.make, factory.num_envs, seed=derive_seed(self.seed, "prefetch", frames), rank=rank)
+        make = functools.partial(factory.make, factory.num_envs, seed=self.seed, rank=rank)
         primers = module.agent.primers if module is not None else []
         self.collector = AsyncCollector(
             functools.partial(_env_with_primers, make, primers),
@@ -172,10 +171,17 @@ class TrialDataModule(LightningDataModule):
             env_device="cpu",
             policy_device=self.device,
             storing_device=self.device,
-            update_at_each_batch=True,
+            update_at_each_batch=module is not None,
             num_threads=torch.get_num_threads(),  # the training process keeps its threads (TorchRL would take one)
             auto_register_policy_transforms=False,
         )
+        # TorchRL seeds the worker's env (its task and dynamics streams) and torch (action sampling)
+        self.collector.set_seed(self.prefetch_seed(int(module.frames) if module is not None else 0, rank))
+
+    def prefetch_seed(self, frames: int, rank: int = 0) -> int:
+        """The seed of the prefetch worker's env and torch streams: from the run seed, the rank and the
+        frames trained so far (a resumed run continues on new streams, not on the first run's again)."""
+        return derive_seed(self.seed, "prefetch", rank, frames)
 
     def batches(self):
         """An iterator over the collector's batches: a new one per epoch, except with ``env.prefetch``,

@@ -282,3 +282,65 @@ def test_the_users_gpu_command_on_a_cpu_machine_is_refused_with_the_fix():
     with pytest.raises(ValueError, match=rf"trainer\.devices={cores + 1} CPU processes on {cores} cores"):
         check_devices(compose_cfg(["trainer.accelerator=cpu", f"trainer.devices={cores + 1}"]))
     check_devices(compose_cfg(["trainer.accelerator=cpu", f"trainer.devices={cores}"]))  # asked for, and fits
+
+
+def _prefetch_factory(prefetch: bool):
+    import functools
+
+    from rl2_lightning.envs import TabularMDP, TrialEnvFactory
+
+    return TrialEnvFactory(functools.partial(TabularMDP, num_states=4, num_actions=3, episode_steps=3),
+                           episodes_per_trial=2, num_envs=4, prefetch=prefetch)
+
+
+def test_prefetched_batches_equal_sequential_ones_for_the_same_seeds():
+    """env.prefetch (TorchRL's AsyncCollector in a worker process) yields, for a fixed policy, exactly the
+    batches a sequential collector yields from the same env and torch seeds."""
+    from torchrl.collectors import Collector
+
+    from rl2_lightning.datamodule import TrialDataModule
+
+    dm = TrialDataModule(_prefetch_factory(True), seed=5, iterations_per_epoch=3)
+    dm.setup()
+    assert dm.env is None  # no envs in this process: they live in the collector's worker
+    try:
+        prefetched = [b.clone() for b in dm.train_dataloader()]
+        again = [b.clone() for b in dm.train_dataloader()]  # the next epoch continues the one iterator
+    finally:
+        dm.teardown()
+    factory = _prefetch_factory(False)
+    env = factory.make(seed=5)
+    steps = env.base_env.trial_steps
+    collector = Collector(env, None, frames_per_batch=4 * steps, total_frames=-1, reset_at_each_iter=True,
+                          split_trajs=False, auto_register_policy_transforms=False)
+    seed = dm.prefetch_seed(0)
+    collector.set_seed(seed)  # as TorchRL does in the worker: seed the env, then torch, then reset the env
+    torch.manual_seed(seed)
+    collector.reset()
+    batches = iter(collector)
+    sequential = [next(batches).reshape(-1, steps) for _ in range(6)]
+    collector.shutdown()
+    assert len(prefetched) == len(again) == 3
+    same = [[torch.equal(a[k], b[k]) for k in ("action", ("next", "reward"), "observation", "episode_index")]
+            for a, b in zip(prefetched + again, sequential)]
+    assert all(all(row) for row in same), same
+    assert not torch.equal(sequential[0]["action"], sequential[1]["action"])  # the batches do differ
+
+
+def test_a_prefetching_run_trains_and_its_worker_gets_the_new_weights(tmp_path):
+    torch.manual_seed(0)
+    cfg = compose_cfg(["conf=tabular_n10", "env.prefetch=true", f"runs_dir={tmp_path}", "callbacks.metatest=null",
+                       "trainer.max_epochs=2", "trainer.limit_train_batches=3"])
+    out = train(cfg)
+    module = out["module"]
+    assert int(module.frames) == 2 * 3 * cfg.env.num_envs * 10 * 10
+    assert out["trainer"].datamodule.collector is None  # torn down, worker and envs closed
+    # the policy version the worker ran rose with every batch handed over
+    assert out["trainer"].global_step > 0
+
+
+def test_prefetch_with_env_workers_is_refused_in_one_line():
+    from rl2_lightning.config import compose
+
+    with pytest.raises(Exception, match="env.prefetch=true collects in one worker process"):
+        compose(["conf=maze_5x5", "env.prefetch=true", "env.workers=2"])
