@@ -61,8 +61,24 @@ def test_bad_maze_settings_are_rejected():
 
     with pytest.raises(ValueError, match="maze size=7"):
         make_trial_env("maze", 1, 2, size=7)
-    with pytest.raises(ValueError, match="tuning"):
-        make_trial_env("maze", 1, 2, size=5, task_set="tuning")
+    with pytest.raises(ValueError, match="turn_degrees must be in"):
+        make_trial_env("maze", 1, 2, size=5, turn_degrees=200)
+
+
+@pytest.mark.maze
+def test_the_maze_tuning_set_is_the_training_pool_in_order():
+    """Hyperparameters are chosen on mazes training draws from: task_set="tuning" plays the training
+    pool's layouts in order, never the held-out pool's."""
+    from rl2_lightning.envs import make_trial_env
+
+    env = make_trial_env("maze", 2, 2, size=5, task_set="tuning")
+    try:
+        sim = env.base_env.simulator
+        assert sim.pool_name == "train"
+        env.reset()
+        assert sim.layout.tolist() == [0, 1]  # the first layouts of the pool, in order
+    finally:
+        env.close()
 
 
 def test_wad_is_built_on_first_use_verified_and_rebuilt_when_corrupt(tmp_path, monkeypatch):

@@ -54,3 +54,19 @@ def test_success_lengths_and_improvement_by_hand():
 def test_no_success_gives_nan_lengths():
     m = navigation_metrics(rollout([[(5, False), (5, False)]], steps=10), 2)
     assert m["success_ep0"] == 0 and math.isnan(m["length_ep0"])
+
+
+def test_learning_curve_reads_every_episode_column_of_a_metatest_csv(tmp_path):
+    from rl2_lightning.evaluation.curves import parse_reference, read_curve
+
+    path = tmp_path / "metatest.csv"
+    path.write_text("epoch,frames,success_ep0,success_ep1,success_ep10,length_ep0\n"
+                    "3,100,0.1,0.2,0.3,50\n7,200,0.4,0.5,0.6,40\n")
+    frames, per_episode = read_curve(path, "success")
+    assert frames == [100.0, 200.0]
+    assert per_episode == [[0.1, 0.4], [0.2, 0.5], [0.3, 0.6]]  # ep0, ep1, ep10: numeric order
+    assert parse_reference("random=0.07,0.068") == ("random", [0.07, 0.068])
+    with pytest.raises(SystemExit, match="no return_ep"):
+        read_curve(path, "return")
+    with pytest.raises(SystemExit, match="NAME=v1"):
+        parse_reference("random")
