@@ -65,7 +65,7 @@ def timed(step, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
-def raw_rate(size: int, seconds: float) -> float:
+def raw_rate(size: int, seconds: float, frame_skip: int = 4) -> float:
     sim = MazeSimulator(1, size=size)
     game = sim.games[0]
     game.set_doom_map("MAP01")
@@ -74,7 +74,7 @@ def raw_rate(size: int, seconds: float) -> float:
     gen = torch.Generator().manual_seed(0)
 
     def step():
-        game.make_action(actions[int(torch.randint(3, (1,), generator=gen))], 4)
+        game.make_action(actions[int(torch.randint(3, (1,), generator=gen))], frame_skip)
         if game.is_episode_finished():
             game.new_episode()
         else:
@@ -367,9 +367,14 @@ def training_rows(args, raw: float) -> None:
     cfg = training_config(args.size, args.recipe, args.threads, args.train_iterations, args.overrides)
     torch.set_num_threads(args.threads)
     collect = training_collection_rate(cfg, args.train_iterations)
-    games = cfg.env.num_envs
-    print(f"\n| collection, training configuration | games | steps/s | vs raw |")
+    games, skip = cfg.env.num_envs, cfg.env.simulator.frame_skip
+    if skip != 4:  # the raw game at the training configuration's tics per step
+        torch.set_num_threads(1)
+        raw = raw_rate(args.size, args.seconds, skip)
+        torch.set_num_threads(args.threads)
+    print(f"\n| collection, training configuration (frame skip {skip}) | games | steps/s | vs raw DoomGame at frame skip {skip} |")
     print("|---|---:|---:|---:|")
+    print(f"| raw DoomGame | 1 | {raw:,.0f} | 100% |")
     print(f"| Collector(TrialEnv) + the actor, games on threads | {games} | {collect:,.0f} | {collect / raw:.0%} |")
     split = iteration_split(cfg, args.train_iterations)
     frames = split.pop("frames")
