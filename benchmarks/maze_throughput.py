@@ -239,18 +239,34 @@ def bare_rate(cfg, iterations: int) -> float:
     return n * steps / (sum(times[1:]) / len(times[1:]))
 
 
+def actor_collector(cfg, games_in_turn: bool = False):
+    """The config's module, its trial env (with the actor's primers) and a collector of whole padded
+    trials run by its actor; with ``games_in_turn`` the games are stepped in turn (``threads=1``)."""
+    from omegaconf import OmegaConf
+    from torchrl.collectors import Collector
+
+    from rl2_lightning.module import RL2Module
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    if games_in_turn:
+        c["env"]["simulator"]["threads"] = 1
+    module = RL2Module(c["env"], c["model"], c["algo"], c.get("optimizer"), 1)
+    env = module.agent.attach_to(module.env.make(module.env.num_envs, seed=0))
+    steps = env.base_env.trial_steps
+    collector = Collector(env, module.actor, frames_per_batch=module.env.num_envs * steps, total_frames=-1,
+                          reset_at_each_iter=True, split_trajs=False, auto_register_policy_transforms=False)
+    return module, env, collector, steps
+
+
 def iteration_split(cfg, iterations: int) -> dict[str, float]:
     """Seconds per iteration of each part (games stepped in turn, so that the timers do not overlap),
     and the real frames per iteration."""
     import collections
     import functools
 
-    from omegaconf import OmegaConf
-    from torchrl.collectors import Collector
-
     from rl2_lightning.algos.base import UpdateContext
     from rl2_lightning.envs.maze import doom
-    from rl2_lightning.module import RL2Module, _trim_padding
+    from rl2_lightning.module import _trim_padding
 
     spent: dict[str, float] = collections.defaultdict(float)
 
@@ -276,19 +292,12 @@ def iteration_split(cfg, iterations: int) -> dict[str, float]:
         def __getattr__(self, name):
             return getattr(self._game, name)
 
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c["env"]["simulator"]["threads"] = 1
-    module = RL2Module(c["env"], c["model"], c["algo"], c.get("optimizer"), 1)
-    env = module.env.make(module.env.num_envs, seed=0)
-    steps = env.base_env.trial_steps
+    module, env, collector, steps = actor_collector(cfg, games_in_turn=True)
     sim = env.base_env.simulator
     sim.games = [TimedGame(g) for g in sim.games]
     downsample = doom.downsample
     doom.downsample = timer("frame read + downsampling", downsample)
-    env = module.agent.attach_to(env)
-    module.actor.forward = timer("policy forward", module.actor.forward)
-    collector = Collector(env, module.actor, frames_per_batch=module.env.num_envs * steps, total_frames=-1,
-                          reset_at_each_iter=True, split_trajs=False, auto_register_policy_transforms=False)
+    module.actor.forward = timer("policy forward", module.actor.forward)  # looked up at each call
     optimizer = module.configure_optimizers()
     optimizer = optimizer[0][0] if isinstance(optimizer, tuple) else optimizer
     batches = iter(collector)
@@ -343,17 +352,7 @@ def end_to_end_rate(cfg) -> tuple[float, float]:
 def training_collection_rate(cfg, iterations: int) -> float:
     """Real frames per second of the training configuration's collection alone: the actor over the
     preset's games on their threads, whole padded trials per batch."""
-    from omegaconf import OmegaConf
-    from torchrl.collectors import Collector
-
-    from rl2_lightning.module import RL2Module
-
-    c = OmegaConf.to_container(cfg, resolve=True)
-    module = RL2Module(c["env"], c["model"], c["algo"], c.get("optimizer"), 1)
-    env = module.agent.attach_to(module.env.make(module.env.num_envs, seed=0))
-    steps = env.base_env.trial_steps
-    collector = Collector(env, module.actor, frames_per_batch=module.env.num_envs * steps, total_frames=-1,
-                          reset_at_each_iter=True, split_trajs=False, auto_register_policy_transforms=False)
+    _, _, collector, _ = actor_collector(cfg)
     batches = iter(collector)
     next(batches)
     start = time.perf_counter()
@@ -389,7 +388,7 @@ def training_rows(args, raw: float) -> None:
     print(f"| total | {total:.2f} | {frames / total:,.0f} frames/s |")
     bound = bare_rate(cfg, args.train_iterations)
     e2e, per_iteration = end_to_end_rate(cfg)
-    print(f"\n| end to end | frames / iteration | frames/s | bare PyTorch bound frames/s | vs bound |")
+    print("\n| end to end | frames / iteration | frames/s | bare PyTorch bound frames/s | vs bound |")
     print("|---|---:|---:|---:|---:|")
     print(f"| train() (games on threads) | {per_iteration:,.0f} | {e2e:,.0f} | {bound:,.0f} | {e2e / bound:.0%} |")
 
@@ -407,6 +406,8 @@ def main() -> None:
     parser.add_argument("--only-training", action="store_true", help="only the training rows")
     parser.add_argument("overrides", nargs="*", help="config overrides of the training rows, e.g. env.num_envs=8")
     args = parser.parse_args()
+    if args.train_iterations == 1:
+        parser.error("--train-iterations must be 0 (no training rows) or at least 2: the first iteration is a warm-up")
     if args.only_training:
         torch.set_num_threads(1)
         training_rows(args, raw_rate(args.size, args.seconds))
