@@ -88,11 +88,16 @@ class TrialAlgorithm(nn.Module):
         actor_lr, critic_lr: learning rates of the actor's and the critic's parameter groups (with a
             shared trunk the trunk learns at the actor's rate).
         lr_schedule: ``constant`` or ``linear`` (to 0 over the run).
+        reward_scale: rewards are multiplied by this for GAE and the critic only (the critic then
+            learns values of order one: a trial's return is 50-2000 in the MDP and long-bandit
+            settings, and Adam moves a value head by about its learning rate per update). The policy's
+            input, the logged returns and the meta-test keep the true rewards.
     """
 
     def __init__(
         self, actor: nn.Module, critic: nn.Module, gamma: Unit = 0.99, lmbda: Unit = 0.3,
         actor_lr: Positive = 3e-4, critic_lr: Positive = 1e-4, lr_schedule: LRSchedule = LRSchedule.constant,
+        reward_scale: Positive = 1.0,
     ):
         super().__init__()
         # Not submodules: the agent's networks belong to the Lightning module (their state_dict keys
@@ -103,6 +108,9 @@ class TrialAlgorithm(nn.Module):
         self.gae = GAE(gamma=gamma, lmbda=lmbda, value_network=None, deactivate_vmap=True, average_gae=False)
         # Inner episode ends are not boundaries: the trial's return flows across them.
         self.gae.set_keys(done="trial_done", terminated="trial_done")
+        self.reward_scale = float(reward_scale)
+        if self.reward_scale != 1.0:  # GAE reads ("next", "scaled_reward"), written by compute_advantages
+            self.gae.set_keys(reward="scaled_reward")
 
     @property
     def actor(self) -> nn.Module:
@@ -132,6 +140,8 @@ class TrialAlgorithm(nn.Module):
         values = values * data["valid"]  # padding after a trial's end is worth nothing
         data.set("state_value", values)
         data.set(("next", "state_value"), next_trial_values(values, data["next", "trial_done"]))
+        if self.reward_scale != 1.0:
+            data.set(("next", "scaled_reward"), data["next", "reward"] * self.reward_scale)
         self.gae(data)
 
     def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
