@@ -38,6 +38,9 @@ class TrainConfig:
     trainer: Any = MISSING
     #: resume: a checkpoint file, or "latest" for the newest intact checkpoint of this experiment
     ckpt_path: Optional[str] = None
+    #: warm start: the networks' weights (and frames) of a training checkpoint file, or of a shipped
+    #: policy (``pretrained:<preset>``), with a fresh optimizer and this run's own settings
+    init_from: Optional[str] = None
     #: where runs of all experiments live
     runs_dir: str = "runs"
     #: torch intra-op threads per process (None: torch's default). 1 is fastest when the CPU is

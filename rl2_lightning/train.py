@@ -131,6 +131,51 @@ def check_devices(cfg: DictConfig) -> None:
         )
 
 
+def warm_start_weights(source: str, cfg: DictConfig) -> tuple[dict[str, torch.Tensor], int]:
+    """The actor's and critic's weights and the frames trained of ``init_from=source``: a Lightning
+    checkpoint file, or ``pretrained:<preset>`` for a shipped policy (checksum-verified). The source's
+    model must be this config's (sizes, memory, init); the env may differ (trial length, task draw), but
+    not in anything that changes a weight's shape, which :func:`apply_warm_start` refuses in one line."""
+    what = f"init_from={source!r}"
+    if source.startswith("pretrained:"):
+        from rl2_lightning import pretrained
+
+        preset = source.split(":", 1)[1]
+        module = pretrained.load(preset)
+        hparams = module.pretrained["hyper_parameters"]
+        state, frames = module.pretrained["state_dict"], int(module.pretrained["frames"])
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what}: no such checkpoint file (or use pretrained:<preset>)")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            hparams, full = ckpt["hyper_parameters"], ckpt["state_dict"]
+        except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
+            raise ValueError(f"{what} is not a readable Lightning checkpoint ({type(err).__name__})") from None
+        state = {k: v for k, v in full.items() if k.startswith(("actor.", "critic."))}
+        frames = int(full.get("frames", torch.zeros(())))
+    check_trained_on(hparams, cfg, ("model",), what)
+    return state, frames
+
+
+def apply_warm_start(module: RL2Module, state: dict[str, torch.Tensor], frames: int, source: str) -> None:
+    """Load warm-start weights into a freshly built module (one-line error on any shape mismatch)."""
+    own = module.state_dict()
+    for key, value in state.items():
+        if key not in own or own[key].shape != value.shape:
+            have = tuple(own[key].shape) if key in own else "no such weight"
+            raise ValueError(
+                f"init_from={source!r}: its weight {key} {tuple(value.shape)} does not fit this config's agent ({have}); "
+                "warm starts need the same observation and action sizes"
+            )
+    missing = [k for k in own if k.startswith(("actor.", "critic.")) and k not in state]
+    if missing:
+        raise ValueError(f"init_from={source!r} has no weight {missing[0]} for this config's agent")
+    module.load_state_dict(state, strict=False)
+    module.frames.fill_(frames)
+
+
 def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
     """The checkpoint to resume from (if any) and the run directory to write to.
 
@@ -180,6 +225,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     check_task_sets(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    warm = warm_start_weights(cfg.init_from, cfg) if cfg.init_from and not cfg.ckpt_path else None
     ckpt_path, run_dir = resolve_run(cfg)
     setup_logging(run_dir)
     say(f"run directory: {run_dir}" + (f" (resuming {ckpt_path})" if ckpt_path else ""))
@@ -190,6 +236,11 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         env=container(cfg.env), model=container(cfg.model), algo=container(cfg.algo),
         optimizer=container(cfg.optimizer), max_epochs=cfg.trainer.max_epochs,
     )
+    if warm is not None:
+        apply_warm_start(module, *warm, cfg.init_from)
+        say(f"warm start from {cfg.init_from}: its weights, {warm[1]:,} frames already trained")
+    elif cfg.init_from:
+        say(f"init_from={cfg.init_from} not applied: resuming {ckpt_path} (its weights include the warm start)")
     callbacks = [instantiate(node)(run_dir=str(run_dir)) for node in (cfg.callbacks or {}).values() if node is not None]
     callbacks += extra_callbacks or []
     logger = instantiate(cfg.logger)(save_dir=str(run_dir)) if cfg.logger is not None else False

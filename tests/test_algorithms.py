@@ -116,3 +116,27 @@ def test_separate_networks_keep_the_whole_critic_in_the_ppo_loss():
     cfg = compose_cfg(["conf=tabular_n10"])
     module = module_of(cfg)
     assert module.algo.loss_module.critic_network is module.critic
+
+
+def test_reward_scale_scales_the_advantages_and_value_targets_and_leaves_the_rewards():
+    """GAE is linear in rewards and values: with the critic's output multiplied by s as well, a run with
+    ``algo.reward_scale=s`` gets s times the unscaled advantages and value targets, and the batch's own
+    rewards (the policy's input, the logged returns) stay the true ones."""
+    torch.manual_seed(0)
+    cfg = compose_cfg(["conf=tabular_n10", "env.num_envs=4"])
+    module = module_of(cfg)
+    data = _collected_batch(module, cfg)
+    rewards = data["next", "reward"].clone()
+    scaled = module_of(compose_cfg(["conf=tabular_n10", "env.num_envs=4", "algo.reward_scale=0.05"]))
+    scaled.load_state_dict(module.state_dict())
+    head = scaled.critic.module[-1].module  # the value head's final linear layer: values x 0.05
+    last = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(0.05)
+        last.bias.mul_(0.05)
+    again = data.exclude("advantage", "value_target", "state_value", ("next", "state_value"))
+    scaled.algo.compute_advantages(again)
+    torch.testing.assert_close(again["advantage"], 0.05 * data["advantage"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(again["value_target"], 0.05 * data["value_target"], rtol=1e-4, atol=1e-6)
+    assert torch.equal(again["next", "reward"], rewards)
+    assert not torch.equal(data["advantage"], again["advantage"])

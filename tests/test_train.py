@@ -84,6 +84,45 @@ def test_resume_rejects_a_checkpoint_of_another_architecture(tmp_path):
         train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={ckpt}", "algo=trpo"]))
 
 
+def test_init_from_warm_starts_a_longer_trial_with_the_weights_and_frames_of_the_source(tmp_path):
+    """``init_from=<ckpt>`` into a run with longer trials (and another learning rate): the run starts
+    from the source's networks and frame count, with a fresh optimizer and its own algorithm settings."""
+    base = [f"runs_dir={tmp_path}", "callbacks.metatest=null"]
+    source = train(compose_cfg([*base, "trainer.max_epochs=1", "experiment=short"]))
+    ckpt = Path(source["run_dir"]) / "checkpoints" / "last.ckpt"
+    seen = {}
+
+    class FirstBatch(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["frames"] = int(pl_module.frames)
+            seen["weights"] = params(pl_module)
+
+    out = train(compose_cfg([*base, "trainer.max_epochs=1", "experiment=long", "env.episodes_per_trial=20",
+                             "algo.actor_lr=1e-4", f"init_from={ckpt}"]), extra_callbacks=[FirstBatch()])
+    frames = int(source["module"].frames)
+    assert seen["frames"] == frames
+    want = params(source["module"])
+    for key, value in seen["weights"].items():
+        if key.startswith(("actor.", "critic.")):
+            torch.testing.assert_close(value, want[key], rtol=0, atol=0, msg=key)
+    assert int(out["module"].frames) == frames + 2 * 8 * 20  # two iterations of 8 trials of 20 pulls
+    assert out["module"].hparams.algo["actor_lr"] == 1e-4
+
+
+def test_init_from_refuses_another_model_another_action_space_and_a_missing_file(tmp_path):
+    base = [f"runs_dir={tmp_path}", "callbacks.metatest=null"]
+    source = train(compose_cfg([*base, "trainer.max_epochs=1"]))
+    ckpt = Path(source["run_dir"]) / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"init_from=.*was trained with model\.hidden_size"):
+        train(compose_cfg([*base, f"init_from={ckpt}", "model.hidden_size=32"]))
+    with pytest.raises(ValueError, match=r"init_from=.*does not fit this config's agent"):
+        train(compose_cfg([*base, f"init_from={ckpt}", "env.simulator.num_arms=10"]))
+    with pytest.raises(FileNotFoundError, match=r"init_from=.*no such checkpoint file"):
+        train(compose_cfg([*base, f"init_from={tmp_path}/nope.ckpt"]))
+    with pytest.raises(FileNotFoundError, match=r"no shipped policy for nothing_shipped"):
+        train(compose_cfg([*base, "init_from=pretrained:nothing_shipped"]))
+
+
 PRE_REDESIGN = ROOT / "tests" / "data" / "pre_redesign_bandit_k5_n10.ckpt"
 
 
