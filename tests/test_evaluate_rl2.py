@@ -52,3 +52,31 @@ def test_checkpoint_of_another_setting_is_rejected(checkpoint):
         main(["conf=bandit_k10_n10", f"ckpt={checkpoint}"])
     with pytest.raises(FileNotFoundError, match="ckpt="):
         main(["conf=bandit_k5_n10", "ckpt=/nonexistent.ckpt"])
+
+
+def test_ablation_experiments_score_variants_and_trial_lengths_on_the_same_tasks(tmp_path):
+    """The notebook's experiments (rl2_lightning/evaluation/ablations.py): the no-reset and memoryless
+    variants and a run of another trial length load under the preset, play the held-out tasks at each
+    asked length, and a checkpoint of another family is refused."""
+    from rl2_lightning.evaluation import ablations
+
+    torch.set_num_threads(1)
+    base = [f"runs_dir={tmp_path}", "conf=riverswim", "callbacks.metatest=null", "trainer.max_epochs=1"]
+    ckpts = {}
+    for name, extra in {"noreset": ["env.trials_per_reset=2"], "mlp": ["model=mlp"], "n3": ["env.episodes_per_trial=3"]}.items():
+        out = train(compose_cfg([*base, f"experiment={name}", *extra]))
+        ckpts[name] = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
+    rows = ablations.run(["conf=riverswim"], {"no reset": ckpts["noreset"], "MLP": ckpts["mlp"]}, {"3": ckpts["n3"]},
+                         [2, 3], num_tasks=20, out=tmp_path / "abl")
+    variants = {r["policy"]: r for r in rows if r["experiment"] == "variant"}
+    assert set(variants) == {"no reset", "MLP", "Random"}
+    assert all(len(r["per_episode"]) == 10 for r in variants.values())  # the preset's 10 episodes
+    lengths = {(r["policy"], r["tested_at"]): r for r in rows if r["experiment"] == "length"}
+    assert set(lengths) == {("trained at 3", 2), ("trained at 3", 3), ("random", 2), ("random", 3)}
+    assert len(lengths["trained at 3", 2]["per_episode"]) == 2
+    assert abs(sum(lengths["random", 3]["per_episode"]) - lengths["random", 3]["mean"]) < 1e-6
+    for suffix in ("_variants.png", "_lengths.png", ".csv"):
+        assert (tmp_path / f"abl{suffix}").stat().st_size > 0
+    bandit = train(compose_cfg([f"runs_dir={tmp_path}", "experiment=bandit", "callbacks.metatest=null", "trainer.max_epochs=1"]))
+    with pytest.raises(ValueError, match="was trained with env.simulator"):
+        ablations.run(["conf=riverswim"], {"x": Path(bandit["run_dir"]) / "checkpoints" / "last.ckpt"}, {}, [2], 20, None)

@@ -32,7 +32,8 @@ def setting_policies(env: TrialEnvFactory, episodes_per_trial: int, baselines: b
     kwargs = baseline_setting(env.simulator)
     if kwargs is not None:
         return baseline_policies(kwargs, episodes_per_trial)
-    num_actions = env.simulator_class.num_actions if isinstance(env.simulator_class.num_actions, int) else None
+    num_actions = getattr(env.simulator_class, "num_actions", None)
+    num_actions = num_actions if isinstance(num_actions, int) else None
     return {"random": lambda: RandomPolicy(num_actions or _num_actions(env))}
 
 
