@@ -41,8 +41,12 @@ def read_manifest(directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def export(ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_DIR) -> Path:
-    """Write the compact file of a training checkpoint for ``preset`` and record it in the manifest."""
+def export(
+    ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_DIR, seconds: float | None = None,
+    warm_start: str | None = None,
+) -> Path:
+    """Write the compact file of a training checkpoint for ``preset`` and record it in the manifest, with
+    the training's wall-clock ``seconds`` (all stages, warm starts included) and what it was warm-started from."""
     from rl2_lightning.module import RL2Module
 
     module = RL2Module.load_from_checkpoint(ckpt, map_location="cpu")
@@ -60,6 +64,10 @@ def export(ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_D
     torch.save(record, path)
     manifest = read_manifest() if out_dir == PRETRAINED_DIR else {}
     entry = {"file": path.name, "sha256": record["sha256"], "setting": setting, "frames": record["frames"], "note": note}
+    if seconds is not None:
+        entry["train_seconds"] = float(seconds)
+    if warm_start:
+        entry["warm_start"] = warm_start
     if manifest.get(preset, {}).get("sha256") == entry["sha256"]:  # the same weights: keep their recorded score
         entry = {**manifest[preset], **entry}
     manifest[preset] = entry
@@ -117,12 +125,14 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("checkpoint", type=Path)
     ex.add_argument("preset")
     ex.add_argument("--note", default="")
+    ex.add_argument("--seconds", type=float, default=None, help="wall-clock seconds the training took, all stages")
+    ex.add_argument("--warm-start", default=None, help="what the first stage was warm-started from (init_from)")
     sc = sub.add_parser("score", help="score a shipped policy on the held-out set and record it in the manifest")
     sc.add_argument("preset")
     sub.add_parser("list", help="the shipped policies")
     args = parser.parse_args(argv)
     if args.command == "export":
-        path = export(args.checkpoint, args.preset, args.note)
+        path = export(args.checkpoint, args.preset, args.note, seconds=args.seconds, warm_start=args.warm_start)
         print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
     elif args.command == "score":
         torch.set_num_threads(1)

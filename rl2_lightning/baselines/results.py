@@ -24,6 +24,7 @@ from rl2_lightning.baselines.bandit import BANDIT_BASELINES
 from rl2_lightning.baselines.mdp import TABULAR_BASELINES
 from rl2_lightning.baselines.registry import config_path, parse_setting, setting_env
 from rl2_lightning.evaluation import evaluate
+from rl2_lightning.evaluation.paper import PAPER_RESULTS
 from rl2_lightning.evaluation.report import fmt_cell
 from rl2_lightning.pretrained import load as load_pretrained, read_manifest
 
@@ -182,6 +183,15 @@ def _tabular_label(setting: str) -> str:
     return str(parse_setting(setting)[1])
 
 
+def _bandit_title(setting: str) -> str:
+    kw, n = parse_setting(setting)
+    return f"bandit k={kw['num_arms']}, n={n}"
+
+
+def _tabular_title(setting: str) -> str:
+    return f"tabular MDP, n={parse_setting(setting)[1]}"
+
+
 def _hparam_table(settings: list[str]) -> str:
     lines = ["| setting | prior | tuned hyperparameters | tuning command |", "|---|---|---|---|"]
     for setting in settings:
@@ -207,6 +217,102 @@ def _outside(results: dict[str, list[dict]]) -> list[str]:
                 gap = r["paper"] - r["mean"]
                 out.append(f"{setting} {r['method']}: {r['mean']:.2f} ± {r['ci95']:.2f} vs {r['paper']} (gap {gap:.2f} = {gap / r['ci95']:.1f} half-widths)")
     return out
+
+
+TRAINING_DIR = ROOT / "data" / "training"
+
+
+def best_baseline(rows: list[dict]) -> dict | None:
+    """The highest-scoring row that is neither RL² nor random."""
+    rivals = [r for r in rows if r["key"] not in ("rl2", "random")]
+    return max(rivals, key=lambda r: r["mean"]) if rivals else None
+
+
+def cost_table(results: dict[str, list[dict]], manifest: dict, settings: list[str]) -> str:
+    """Per shipped setting: held-out RL² against the paper's RL² and the best baseline, frames, wall-clock,
+    CPU-hours (one core per run) and the warm start."""
+    lines = ["| setting | RL² (ours) | paper's RL² | target | best baseline (ours) | frames | wall-clock | CPU-hours | warm start |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for setting in settings:
+        entry = manifest.get(setting)
+        rows = {r["key"]: r for r in results.get(setting, [])}
+        if entry is None or "rl2" not in rows:
+            lines.append(f"| {setting} | – | | | | | | | |")
+            continue
+        rl2, best = rows["rl2"], best_baseline(list(rows.values()))
+        target = {"within": "met", "above": "met (above)", "below": "missed"}.get(rl2["vs_paper"], "")
+        seconds = entry.get("train_seconds")
+        clock = f"{seconds / 60:.0f} min" if seconds else "?"
+        hours = f"{seconds / 3600:.2f}" if seconds else "?"
+        rival = f"{best['method']} {fmt_cell(best['mean'], best['ci95'])}" if best else ""
+        lines.append(f"| {setting} | {fmt_cell(rl2['mean'], rl2['ci95'])} | {rl2['paper'] if rl2['paper'] is not None else ''} | "
+                     f"{target} | {rival} | {entry['frames'] / 1e6:.1f}M | {clock} | {hours} | {entry.get('warm_start', '–')} |")
+    return "\n".join(lines)
+
+
+def read_curve(setting: str, training_dir: Path = TRAINING_DIR) -> tuple[list[float], list[float]] | None:
+    """Frames and trial return of a setting's training meta-tests (``data/training/<setting>/metatest.csv``)."""
+    import csv
+
+    path = training_dir / setting / "metatest.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [float(r["frames"]) for r in rows], [float(r["trial_return"]) for r in rows]
+
+
+def curves_figure(results: dict[str, list[dict]], settings: list[str], label, ncols: int, title: str,
+                  training_dir: Path = TRAINING_DIR):
+    """One panel per setting: RL²'s tuning-set meta-test against frames, its held-out score at the end
+    (a star), and the held-out levels of the best baseline, random, and the paper's RL²."""
+    from rl2_lightning.evaluation.report import _pyplot
+
+    plt = _pyplot()
+    nrows = -(-len(settings) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
+    for ax, setting in zip(axes.flat, settings):
+        rows = {r["key"]: r for r in results.get(setting, [])}
+        curve = read_curve(setting, training_dir)
+        if curve is not None:
+            ax.plot([f / 1e6 for f in curve[0]], curve[1], color="C0", lw=1.5, label="RL² (tuning-set meta-test)")
+        if "rl2" in rows and curve is not None:
+            ax.plot([curve[0][-1] / 1e6], [rows["rl2"]["mean"]], "*", color="C0", ms=11, label="RL² held-out")
+        best = best_baseline(list(rows.values()))
+        if best is not None:
+            ax.axhline(best["mean"], color="C3", ls="--", lw=1, label=f"best baseline ({best['method']})")
+        if "random" in rows:
+            ax.axhline(rows["random"]["mean"], color="grey", ls=":", lw=1, label="random")
+        paper = PAPER_RESULTS.get(setting, {}).get("rl2")
+        if paper:
+            ax.axhline(paper, color="C2", ls="-.", lw=1, label="paper's RL²")
+        ax.set_title(label(setting) + ("" if curve else " (not trained)"), fontsize=9)
+        ax.set_xlabel("frames (M)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(settings):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def rescore_rl2(results: dict[str, list[dict]], settings: list[str], artifacts: str) -> None:
+    """Replace the RL² rows of ``results`` by the shipped policies' scores on the same tasks and seeds
+    (the baselines' rows are kept), and re-mark each row's best."""
+    shipped = read_manifest()
+    for setting in settings:
+        if setting not in shipped or setting not in results:
+            continue
+        kw, n = parse_setting(setting)
+        module = load_pretrained(setting)
+        [row] = evaluate(setting_env(kw, n), {"rl2": module.actor}, agent=module.agent, baselines=False, verbose=False)
+        rows = [r for r in results[setting] if r["key"] != "rl2"] + [row]
+        best = max(r["mean"] for r in rows)
+        for r in rows:
+            r["best"] = r["mean"] == best
+        results[setting] = rows
+        print(f"{setting}: RL² {row['mean']:.3f} ± {row['ci95']:.3f}", flush=True)
 
 
 def _run_tables(tables: list[int], artifacts: str) -> tuple[dict[str, list[dict]], dict[int, float]]:
@@ -241,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="rebuild the document from --artifacts/results.json")
     parser.add_argument("--recompute", nargs="*", type=int, default=[], help="with --reuse: re-score these tables")
+    parser.add_argument("--rescore-rl2", action="store_true", help="with --reuse: re-score the shipped RL² policies only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     raw = Path(args.artifacts) / "results.json"
@@ -252,6 +359,11 @@ def main(argv: list[str] | None = None) -> None:
             results.update(new_results)
             timings.update(new_timings)
             command += f" && python -m rl2_lightning.baselines.results --reuse --recompute {' '.join(map(str, args.recompute))}"
+            raw.write_text(json.dumps({"results": results, "timings": timings, "command": command}))
+        if args.rescore_rl2:
+            rescore_rl2(results, TABLE1 + TABLE2, args.artifacts)
+            if "--rescore-rl2" not in command:
+                command += " && python -m rl2_lightning.baselines.results --reuse --rescore-rl2"
             raw.write_text(json.dumps({"results": results, "timings": timings, "command": command}))
     else:
         command = "python -m rl2_lightning.baselines.results " + " ".join(
@@ -305,6 +417,20 @@ def main(argv: list[str] | None = None) -> None:
             f"Time for all of Table 2's baselines (5 settings, both priors): {timings[2]:.0f} s.",
             "",
         ]
+    manifest = read_manifest()
+    figures = Path(args.out).parent / "img"
+    figures.mkdir(parents=True, exist_ok=True)
+    doc += ["## RL² training: what each shipped policy cost", "",
+            "Frames include a warm start's (`init_from`); wall-clock is the training runs' own, one torch thread "
+            "each (two runs shared this 2-core machine at a time), so CPU-hours = wall-clock hours. The curves "
+            "are each run's meta-test on the 500-task **tuning** set during training (what was looked at "
+            "while training); the star is the shipped policy on the 1000 held-out tasks, as in the tables.", "",
+            cost_table(results, manifest, [s for s in TABLE1 + TABLE2 if s in results]), ""]
+    for family, settings, label, ncols in (("bandit", TABLE1, _bandit_title, 3), ("tabular", TABLE2, _tabular_title, 5)):
+        if any(s in results for s in settings):
+            fig = curves_figure(results, settings, label, ncols, f"RL² learning curves, {family} settings")
+            fig.savefig(figures / f"curves_{family}.png", dpi=100)
+            doc += [f"![RL² learning curves, {family}](img/curves_{family}.png)", ""]
     below = _outside(results)
     doc += ["## Cells below the paper's number (outside our 95% interval)", ""]
     doc += [f"- {line}" for line in below] or ["- none"]

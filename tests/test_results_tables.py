@@ -1,0 +1,44 @@
+"""docs/results.md's table arithmetic (rl2_lightning/baselines/results.py) on a hand-made setting."""
+
+from __future__ import annotations
+
+from rl2_lightning.baselines.results import _outside, _row_cells, best_baseline, cost_table
+from rl2_lightning.evaluation.report import vs_paper
+
+
+def rows():
+    """Three methods of a made-up bandit row: Random, Gittins and RL², with hand-picked scores."""
+    def row(key, method, mean, ci, paper):
+        return {"key": key, "method": method, "mean": mean, "ci95": ci, "paper": paper,
+                "vs_paper": vs_paper(mean, ci, paper)}
+    return [row("random", "Random", 50.0, 0.5, 49.9), row("gittins", "Gittins", 83.0, 0.7, 82.8),
+            row("rl2", "RL² (ours)", 81.0, 0.8, 83.5)]
+
+
+def test_marks_against_the_paper_follow_the_95_percent_interval():
+    # 50.0 ± 0.5 contains 49.9; 83.0 ± 0.7 contains 82.8; 81.0 ± 0.8 ends at 81.8 < 83.5
+    assert [r["vs_paper"] for r in rows()] == ["within", "within", "below"]
+    assert vs_paper(85.0, 1.0, 83.5) == "above"
+
+
+def test_cells_bold_the_best_row_and_leave_rl2_as_a_dash_when_unshipped():
+    cells = _row_cells(rows(), ["random", "gittins", "rl2"], with_paper=True)
+    assert cells == ["50.0 ± 0.5 (49.9) ✓", "**83.0 ± 0.7** (82.8) ✓", "81.0 ± 0.8 (83.5) ▼"]
+    without = _row_cells(rows()[:2], ["random", "gittins", "rl2"], with_paper=False)
+    assert without == ["50.0 ± 0.5", "**83.0 ± 0.7**", "–"]
+
+
+def test_cells_below_the_paper_are_listed_with_the_gap_in_half_widths():
+    # gap 83.5 - 81.0 = 2.5 = 3.125 half-widths of 0.8
+    assert _outside({"bandit_k10_n100": rows()}) == [
+        "bandit_k10_n100 RL² (ours): 81.00 ± 0.80 vs 83.5 (gap 2.50 = 3.1 half-widths)"]
+
+
+def test_the_cost_table_reports_target_rival_frames_and_cpu_hours():
+    assert best_baseline(rows())["method"] == "Gittins"
+    manifest = {"bandit_k10_n100": {"frames": 12_500_000, "train_seconds": 5400.0, "warm_start": "pretrained:bandit_k10_n10"}}
+    text = cost_table({"bandit_k10_n100": rows(), "bandit_k50_n100": rows()[:2]}, manifest,
+                      ["bandit_k10_n100", "bandit_k50_n100"]).splitlines()
+    assert text[2] == ("| bandit_k10_n100 | 81.0 ± 0.8 | 83.5 | missed | Gittins 83.0 ± 0.7 | 12.5M | 90 min | 1.50 | "
+                       "pretrained:bandit_k10_n10 |")
+    assert text[3].startswith("| bandit_k50_n100 | – |")
