@@ -159,19 +159,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from None
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path, arg: str = "ckpt_path") -> dict[str, Any]:
     """Load a checkpoint file on the CPU; one-line errors for a missing or unreadable file.
 
     ``weights_only=False``: a Lightning checkpoint holds the run's hyperparameters and loop state. Only
     load checkpoints you trust.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(path)!r}: no such checkpoint file")
+        raise FileNotFoundError(f"{arg}={str(path)!r}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         ckpt["hyper_parameters"], ckpt["state_dict"]  # noqa: B018 - both must be there
     except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        raise ValueError(f"ckpt_path={str(path)!r} is not a readable Lightning checkpoint ({type(err).__name__})") from None
+        raise ValueError(f"{arg}={str(path)!r} is not a readable Lightning checkpoint ({type(err).__name__})") from None
     return ckpt
 
 

@@ -145,14 +145,8 @@ def warm_start_weights(source: str, cfg: DictConfig) -> tuple[dict[str, torch.Te
         hparams = module.pretrained["hyper_parameters"]
         state, frames = module.pretrained["state_dict"], int(module.pretrained["frames"])
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"{what}: no such checkpoint file (or use pretrained:<preset>)")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            hparams, full = ckpt["hyper_parameters"], ckpt["state_dict"]
-        except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-            raise ValueError(f"{what} is not a readable Lightning checkpoint ({type(err).__name__})") from None
+        ckpt = read_checkpoint(Path(source), arg="init_from")
+        hparams, full = ckpt["hyper_parameters"], ckpt["state_dict"]
         state = {k: v for k, v in full.items() if k.startswith(("actor.", "critic."))}
         frames = int(full.get("frames", torch.zeros(())))
     check_trained_on(hparams, cfg, ("model",), what)
