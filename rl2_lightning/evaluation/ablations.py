@@ -9,8 +9,8 @@ trial lengths, on one preset's held-out task set.
 
 Every policy plays the same held-out tasks with the same random numbers (:func:`rl2_lightning.evaluation.evaluate`),
 from a zero memory state at each trial start, whatever it was trained with (``env.trials_per_reset``, its
-trial length). Writes ``<out>_variants.png`` (mean reward per episode index, the variants and the
-setting's baselines), ``<out>_lengths.png`` (mean reward per episode of each trained length at each
+trial length). Writes ``<out>_variants.png`` (mean reward per episode index: the variants, random and the
+setting's best baseline; the tables list every baseline), ``<out>_lengths.png`` (mean reward per episode of each trained length at each
 tested length), ``<out>.csv``, and prints Markdown tables of both.
 """
 
@@ -73,7 +73,7 @@ def variants_figure(curves: dict[str, list[float]], title: str):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=name,
-                ls="--" if name.startswith(("random", "Random")) else "-")
+                ls="--" if name.startswith(("random", "Random")) or "baseline" in name else "-")
     ax.set_xlabel("episode of the trial")
     ax.set_ylabel("mean reward in the episode (held-out tasks)")
     ax.set_title(title)
@@ -113,10 +113,13 @@ def run(overrides: list[str], variants: dict[str, Path], lengths_runs: dict[str,
                      "per_episode": r["per_episode"]})
         curves[name] = r["per_episode"]
     base = score(env, None, n0, num_tasks, seed, baselines=True)
-    for r in base:
+    rivals = [r for r in base if r["key"] != "random"]
+    drawn = {"random"} | ({max(rivals, key=lambda r: r["mean"])["key"]} if rivals else set())
+    for r in base:  # every baseline in the table; random and the best of the others in the figure
         rows.append({"experiment": "variant", "policy": r["method"], "tested_at": n0, "mean": r["mean"],
                      "ci95": r["ci95"], "per_episode": r["per_episode"]})
-        curves[r["method"]] = r["per_episode"]
+        if r["key"] in drawn:
+            curves[r["method"] + (" (best baseline)" if r["key"] != "random" else "")] = r["per_episode"]
     per_length: dict[str, dict[int, float]] = {}
     random: dict[int, float] = {}
     for name, path in lengths_runs.items():
