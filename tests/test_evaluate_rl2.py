@@ -69,7 +69,10 @@ def test_ablation_experiments_score_variants_and_trial_lengths_on_the_same_tasks
     rows = ablations.run(["conf=riverswim"], {"no reset": ckpts["noreset"], "MLP": ckpts["mlp"]}, {"3": ckpts["n3"]},
                          [2, 3], num_tasks=20, out=tmp_path / "abl")
     variants = {r["policy"]: r for r in rows if r["experiment"] == "variant"}
-    assert set(variants) == {"no reset", "MLP", "Random"}
+    assert set(variants) == {"no reset", "MLP", "Random", "oracle (knows the task)", "always swim right (no learning)"}
+    # the oracle's per-episode return bounds every policy's on the same tasks
+    oracle = variants["oracle (knows the task)"]["per_episode"][0]
+    assert all(max(r["per_episode"]) <= oracle + 1e-6 for r in variants.values())
     assert all(len(r["per_episode"]) == 10 for r in variants.values())  # the preset's 10 episodes
     lengths = {(r["policy"], r["tested_at"]): r for r in rows if r["experiment"] == "length"}
     assert set(lengths) == {("trained at 3", 2), ("trained at 3", 3), ("random", 2), ("random", 3)}
