@@ -140,3 +140,13 @@ def test_reward_scale_scales_the_advantages_and_value_targets_and_leaves_the_rew
     torch.testing.assert_close(again["value_target"], 0.05 * data["value_target"], rtol=1e-4, atol=1e-6)
     assert torch.equal(again["next", "reward"], rewards)
     assert not torch.equal(data["advantage"], again["advantage"])
+
+
+def test_ppo_trains_without_an_entropy_bonus(tmp_path):
+    """``algo.entropy_coeff=0`` (no schedule): TorchRL then keeps no bonus and stores the coefficient as
+    an integer tensor; the update's statistics must still average (this crashed in the first update)."""
+    cfg = compose_cfg(["conf=bandit_k5_n10", "algo.entropy_coeff=0", "callbacks.metatest=null",
+                       "trainer.max_epochs=1", "trainer.limit_train_batches=1", f"runs_dir={tmp_path}"])
+    out = train(cfg)
+    assert int(out["module"].frames) == cfg.env.num_envs * 10
+    assert not out["module"].algo.loss_module.entropy_bonus

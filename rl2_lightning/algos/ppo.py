@@ -111,7 +111,8 @@ class PPO(TrialAlgorithm):
             "train/entropy": losses.get("entropy", zero),
             "train/approx_kl": losses.get("kl_approx", zero),
             "train/clip_fraction": losses.get("clip_fraction", zero),
-            "train/entropy_coeff": self.loss_module.entropy_coeff.detach().clone(),
+            # a float whatever TorchRL stored (entropy_coeff=0 without a bonus is kept as an integer tensor)
+            "train/entropy_coeff": self.loss_module.entropy_coeff.detach().to(loss.dtype),
             **grad_norms,
         }
         return {k: v.detach().reshape(()) for k, v in stats.items()}
