@@ -2,6 +2,7 @@
 
     python -m rl2_lightning.baselines.results            # both tables, all settings
     python -m rl2_lightning.baselines.results --tables 1 # bandits only (prints the time of Table 1)
+    python -m rl2_lightning.baselines.results --reuse --rescore-rl2   # after a full run: re-score the shipped RL² only
 
 Each setting is scored by :func:`rl2_lightning.evaluation.evaluate` (per-setting ``.md``/``.csv``/``.png`` go
 to ``--artifacts``); this script only assembles the tables, the timings and the tuned hyperparameters.
@@ -298,7 +299,7 @@ def curves_figure(results: dict[str, list[dict]], settings: list[str], label, nc
     return fig
 
 
-def rescore_rl2(results: dict[str, list[dict]], settings: list[str], artifacts: str) -> None:
+def rescore_rl2(results: dict[str, list[dict]], settings: list[str]) -> None:
     """Replace the RL² rows of ``results`` by the shipped policies' scores on the same tasks and seeds
     (the baselines' rows are kept), and re-mark each row's best."""
     shipped = read_manifest()
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
             command += f" && python -m rl2_lightning.baselines.results --reuse --recompute {' '.join(map(str, args.recompute))}"
             raw.write_text(json.dumps({"results": results, "timings": timings, "command": command}))
         if args.rescore_rl2:
-            rescore_rl2(results, TABLE1 + TABLE2, args.artifacts)
+            rescore_rl2(results, TABLE1 + TABLE2)
             if "--rescore-rl2" not in command:
                 command += " && python -m rl2_lightning.baselines.results --reuse --rescore-rl2"
             raw.write_text(json.dumps({"results": results, "timings": timings, "command": command}))

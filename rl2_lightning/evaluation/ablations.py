@@ -3,7 +3,7 @@ trial lengths, on one preset's held-out task set.
 
     python -m rl2_lightning.evaluation.ablations conf=riverswim \\
         --variant "RL² (GRU)=runs/riverswim/<run>/checkpoints/last.ckpt" \\
-        --variant "no reset (K=4)=<ckpt>" --variant "MLP=<ckpt>" \\
+        --variant "no reset (4 trials per reset)=<ckpt>" --variant "MLP=<ckpt>" \\
         --trained-at 2=<ckpt> --trained-at 5=<ckpt> --trained-at 10=<ckpt> --trained-at 15=<ckpt> \\
         --out docs/img/ablations_riverswim
 
@@ -202,7 +202,7 @@ def markdown(rows: list[dict], lengths: list[int]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="+", help="conf=<preset> [key=value ...]")
-    parser.add_argument("--variant", action="append", default=[], help="NAME=CHECKPOINT, trained at the preset's length")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=CHECKPOINT (NAME without \"=\"), trained at the preset's length")
     parser.add_argument("--trained-at", action="append", default=[], help="N=CHECKPOINT of a run with N episodes per trial")
     parser.add_argument("--lengths", default="2,5,10,15", help="trial lengths to meta-test the --trained-at runs at")
     parser.add_argument("--num-tasks", type=int, default=1000)
