@@ -59,8 +59,9 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
     )
 
 
-def load_rl2(ckpt: Path, cfg):
-    """The RL² module of a checkpoint, checked to be trained on ``cfg``'s setting (one-line errors otherwise)."""
+def load_rl2(ckpt: Path, cfg, free_env_keys: tuple[str, ...] = ()):
+    """The RL² module of a checkpoint, checked to be trained on ``cfg``'s setting, bar ``free_env_keys``
+    (one-line errors otherwise)."""
     from rl2_lightning.module import RL2Module
     from rl2_lightning.train import check_trained_on
 
@@ -70,7 +71,7 @@ def load_rl2(ckpt: Path, cfg):
         module = RL2Module.load_from_checkpoint(ckpt, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
         raise ValueError(f"ckpt={str(ckpt)!r} is not a readable RL² checkpoint ({type(err).__name__})") from None
-    check_trained_on(module.hparams, cfg, ("env",), f"ckpt={str(ckpt)!r}")  # the loaded hparams: no second read
+    check_trained_on(module.hparams, cfg, ("env",), f"ckpt={str(ckpt)!r}", free_env_keys)  # no second read
     return module.eval()
 
 

@@ -45,8 +45,11 @@ def check_checkpoint(
     check_trained_on(read_checkpoint(path)["hyper_parameters"], cfg, groups, f"{arg}={str(path)!r}")
 
 
-def check_trained_on(hparams: dict, cfg: DictConfig, groups: tuple[str, ...], what: str) -> None:
-    """Raise ``ValueError`` naming the first key of ``groups`` whose trained value differs from ``cfg``'s."""
+def check_trained_on(
+    hparams: dict, cfg: DictConfig, groups: tuple[str, ...], what: str, free_env_keys: tuple[str, ...] = ()
+) -> None:
+    """Raise ``ValueError`` naming the first key of ``groups`` whose trained value differs from ``cfg``'s
+    (``env.num_envs`` and the ``free_env_keys`` of the env group may differ)."""
     from rl2_lightning.module import upgrade_hparams
 
     env, model, algo = upgrade_hparams(hparams["env"], hparams["model"], hparams["algo"])
@@ -54,7 +57,7 @@ def check_trained_on(hparams: dict, cfg: DictConfig, groups: tuple[str, ...], wh
     for group in groups:
         was = _flat(trained[group])
         for key, value in _flat(container(cfg[group])).items():
-            if group == "env" and key == "num_envs":
+            if group == "env" and (key == "num_envs" or key in free_env_keys):
                 continue  # the batch size may change on resume
             old = was.get(key, value)
             if old != value:

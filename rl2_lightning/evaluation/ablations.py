@@ -30,23 +30,9 @@ from rl2_lightning.evaluation.report import _pyplot
 def load_policy(ckpt: Path, cfg):
     """The RL² module of a training checkpoint of ``cfg``'s task family and sizes (its trial length and
     reset layout may differ: they are what these experiments vary)."""
-    import copy
+    from rl2_lightning.evaluate import load_rl2
 
-    from rl2_lightning.module import RL2Module, upgrade_hparams
-    from rl2_lightning.train import check_trained_on
-
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: no such checkpoint file")
-    try:
-        module = RL2Module.load_from_checkpoint(ckpt, map_location="cpu")
-    except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        raise ValueError(f"{ckpt} is not a readable RL² checkpoint ({type(err).__name__})") from None
-    trained = upgrade_hparams(*(module.hparams[k] for k in ("env", "model", "algo")))[0]
-    own = copy.deepcopy(cfg)
-    own.env.episodes_per_trial = trained["episodes_per_trial"]
-    own.env.trials_per_reset = trained.get("trials_per_reset", 1)
-    check_trained_on(module.hparams, own, ("env",), str(ckpt))  # the family and sizes (env.simulator)
-    return module.eval()
+    return load_rl2(ckpt, cfg, free_env_keys=("episodes_per_trial", "trials_per_reset"))
 
 
 def parse_pairs(items: list[str], what: str) -> dict[str, Path]:
