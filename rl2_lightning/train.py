@@ -58,7 +58,7 @@ def check_trained_on(
         was = _flat(trained[group])
         for key, value in _flat(container(cfg[group])).items():
             if group == "env" and (key == "num_envs" or key in free_env_keys):
-                continue  # the batch size may change on resume
+                continue  # the batch size may change on resume; the free keys are the caller's to vary
             old = was.get(key, value)
             if old != value:
                 raise ValueError(f"{what} was trained with {group}.{key}={old!r}, but the config has {value!r}")
