@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Annotated, Callable, Union
 
 import torch
-from torchrl.envs import InitTracker, TransformedEnv
+from torchrl.envs import Compose, InitTracker, TransformedEnv
 
 from rl2_lightning.components import Range
 
 from rl2_lightning.envs.bandit import BernoulliBandit
 from rl2_lightning.envs.episode import EpisodeEnv
+from rl2_lightning.envs.inner import InnerEstimates
 from rl2_lightning.envs.tabular import RiverSwim, TabularMDP
 from rl2_lightning.envs.tasks import FixedTasks, SampledTasks, TaskSource, derive_seed, excluded_tasks
 from rl2_lightning.envs.trial import TaskSimulator, TrialEnv
@@ -90,6 +91,7 @@ def make_trial_env(
     task_set: str | None = None,
     device: torch.device | str = "cpu",
     init_tracker: bool = True,
+    inner_estimates: bool = False,
     **simulator_kwargs,
 ) -> TrialEnv | TransformedEnv:
     """A ready RL² trial env.
@@ -100,7 +102,8 @@ def make_trial_env(
     on the training or the held-out pool instead; their ``tuning`` set is the training pool in order
     (hyperparameters are chosen on the mazes training draws from, never on the held-out ones). ``init_tracker`` appends TorchRL's ``InitTracker``
     (``is_init`` marks trial starts, where the memory resets). ``trials_per_reset > 1`` is the no-reset
-    ablation (see :class:`TrialEnv`).
+    ablation (see :class:`TrialEnv`). ``inner_estimates`` appends RL³'s inner estimates to the observation
+    (:func:`with_inner_estimates`).
     """
     own_pools = getattr(_simulator_class(simulator), "own_pools", False)
     if own_pools:
@@ -119,7 +122,24 @@ def make_trial_env(
     sim.seed(derive_seed(seed, "train" if task_set is None else task_set, "dynamics", rank, worker))
     env = TrialEnv(sim, source, episodes_per_trial, trials_per_reset, device=sim.device)
     env.worker = worker
-    return TransformedEnv(env, InitTracker()) if init_tracker else env
+    transforms = ([inner_estimates_for(env)] if inner_estimates else []) + ([InitTracker()] if init_tracker else [])
+    return TransformedEnv(env, Compose(*transforms)) if transforms else env
+
+
+def inner_estimates_for(env: TrialEnv) -> InnerEstimates:
+    """RL³'s :class:`InnerEstimates` sized for ``env``'s family and trial (one-line error for a family
+    without a discrete state, such as the mazes)."""
+    sim = env.simulator
+    steps = getattr(sim, "fixed_episode_steps", None)
+    if steps is None or len(sim.observation_shape) != 1:
+        raise ValueError(
+            f"env.inner_estimates=true needs a family with a discrete state and fixed-length episodes; "
+            f"{type(sim).__name__} has neither (see docs/rl3.md)"
+        )
+    return InnerEstimates(
+        num_states=sim.observation_shape[0], num_actions=sim.num_actions, episode_steps=steps,
+        trial_steps=env.trial_steps * env.trials_per_reset, reward_prior=sim.reward_prior,
+    )
 
 
 class TrialEnvFactory:
@@ -138,6 +158,8 @@ class TrialEnvFactory:
             ``AsyncCollector`` worker process, which collects the next batch while the current one
             trains, with the weights pushed to it when a batch arrives (so each batch is collected by
             the policy of one update earlier; PPO's ratio is taken to the policy that collected).
+        inner_estimates: RL³: append the trial's model-based action values and counts of the current
+            state to the observation (:class:`~rl2_lightning.envs.inner.InnerEstimates`).
     """
 
     def __init__(
@@ -148,6 +170,7 @@ class TrialEnvFactory:
         trials_per_reset: Annotated[int, Range(1)] = 1,
         workers: Annotated[int, Range(1)] = 1,
         prefetch: bool = False,
+        inner_estimates: bool = False,
     ):
         cls = _simulator_class(simulator)
         if num_envs % workers:
@@ -158,6 +181,7 @@ class TrialEnvFactory:
         if prefetch and workers > 1:
             raise ValueError("env.prefetch=true collects in one worker process; it needs env.workers=1")
         self.trials_per_reset, self.workers, self.prefetch = trials_per_reset, workers, bool(prefetch)
+        self.inner_estimates = bool(inner_estimates)
 
     @property
     def simulator_class(self) -> type[TaskSimulator]:
@@ -173,13 +197,15 @@ class TrialEnvFactory:
         return make_trial_env(
             self.simulator, num_envs or self.num_envs, episodes_per_trial or self.episodes_per_trial,
             trials_per_reset=self.trials_per_reset if task_set is None else 1, task_set=task_set, device=device,
-            **kwargs,
+            inner_estimates=self.inner_estimates, **kwargs,
         )
 
-    def spec_env(self) -> TrialEnv:
-        """A one-env trial env, only to read specs and sizes (close it after use)."""
+    def spec_env(self) -> TrialEnv | TransformedEnv:
+        """A one-env trial env, only to read specs and sizes (close it after use); with the inner
+        estimates' transform when they are on, since they change the observation's size."""
         sim = make_simulator(self.simulator, 1, **({"pool": "heldout"} if getattr(self.simulator_class, "own_pools", False) else {}))
-        return TrialEnv(sim, SampledTasks(sim.sample_tasks), self.episodes_per_trial)
+        env = TrialEnv(sim, SampledTasks(sim.sample_tasks), self.episodes_per_trial, self.trials_per_reset)
+        return TransformedEnv(env, inner_estimates_for(env)) if self.inner_estimates else env
 
 
 __all__ = [
@@ -189,6 +215,7 @@ __all__ = [
     "BernoulliBandit",
     "EpisodeEnv",
     "FixedTasks",
+    "InnerEstimates",
     "RiverSwim",
     "SampledTasks",
     "TabularMDP",

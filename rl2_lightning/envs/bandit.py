@@ -22,6 +22,7 @@ class BernoulliBandit(TaskSimulator):
     fixed_episode_steps = 1
     max_episode_steps = 1
     observation_shape = (1,)
+    reward_prior = 0.5  # p ~ U(0, 1)
 
     def __init__(self, num_envs: int, num_arms: Annotated[int, Range(2)] = 5, device: torch.device | str = "cpu"):
         if num_arms < 2:

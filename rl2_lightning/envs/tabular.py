@@ -44,6 +44,8 @@ class TabularMDP(TaskSimulator):
     :meth:`step` samples from.
     """
 
+    reward_prior = 1.0  # mu ~ N(1, 1)
+
     def __init__(
         self,
         num_envs: int,
@@ -136,6 +138,7 @@ class RiverSwim(TabularMDP):
 
     R_LARGE = 1.0
     R_SMALL_RANGE = (0.001, 0.009)
+    reward_prior = 0.0  # all pairs but two pay nothing
 
     def __init__(
         self,

@@ -62,6 +62,9 @@ class TaskSimulator(abc.ABC):
     own_pools: bool = False
     #: the family drives external engines, so its envs may be split over worker processes
     runs_engines: bool = False
+    #: mean reward of a state-action pair under the family's task distribution: what RL³'s inner
+    #: estimates assume for a pair the trial has not visited yet (a fact of the distribution, not of a task)
+    reward_prior: float = 0.0
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu"):
         if num_envs < 1:
