@@ -41,6 +41,9 @@ class TrainConfig:
     #: warm start: the networks' weights (and frames) of a training checkpoint file, or of a shipped
     #: policy (``pretrained:<preset>``), with a fresh optimizer and this run's own settings
     init_from: Optional[str] = None
+    #: read checkpoints that hold more than tensors and plain data, or name foreign ``_target_``s: only
+    #: for a file you trust (it can run code)
+    trust_checkpoint: bool = False
     #: where runs of all experiments live
     runs_dir: str = "runs"
     #: torch intra-op threads per process (None: torch's default). 1 is fastest when the CPU is

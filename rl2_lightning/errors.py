@@ -54,7 +54,7 @@ def one_line_errors(remove_stub: bool = False):
 def _remove_hydra_stub() -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from rl2_lightning.train import remove_if_stub
+    from rl2_lightning.runs import remove_if_stub
 
     if HydraConfig.initialized():
         remove_if_stub(Path(HydraConfig.get().runtime.output_dir))

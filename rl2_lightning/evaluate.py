@@ -39,14 +39,16 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
     env = instantiate(cfg.env)
     module, out = None, args.get("out")
     if args.get("ckpt") == "pretrained":  # the shipped policy of this preset (data/pretrained/)
+        from rl2_lightning.checkpoints import check_trained_on
         from rl2_lightning.pretrained import load
-        from rl2_lightning.train import check_trained_on
 
         module = load(cfg.experiment)
         check_trained_on(module.hparams, cfg, ("env",), f"ckpt=pretrained ({cfg.experiment})")
     elif "ckpt" in args:
+        from rl2_lightning.checkpoints import load_module
+
         ckpt = Path(args["ckpt"])
-        module = load_rl2(ckpt, cfg)
+        module = load_module(ckpt, cfg, trust=cfg.trust_checkpoint)
         if out is None and ckpt.parent.name == "checkpoints":
             out = str(ckpt.parent.parent / "evaluate")
     mt = cfg.callbacks.get("metatest") or {}
@@ -57,22 +59,6 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
         batch_size=mt.get("batch_size") or (8 if env.simulator_class.own_pools else None),
         episodes_per_trial=mt.get("episodes_per_trial"),
     )
-
-
-def load_rl2(ckpt: Path, cfg, free_env_keys: tuple[str, ...] = ()):
-    """The RL² module of a checkpoint, checked to be trained on ``cfg``'s setting, bar ``free_env_keys``
-    (one-line errors otherwise)."""
-    from rl2_lightning.module import RL2Module
-    from rl2_lightning.train import check_trained_on
-
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt={str(ckpt)!r}: no such checkpoint file")
-    try:
-        module = RL2Module.load_from_checkpoint(ckpt, map_location="cpu")
-    except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        raise ValueError(f"ckpt={str(ckpt)!r} is not a readable RL² checkpoint ({type(err).__name__})") from None
-    check_trained_on(module.hparams, cfg, ("env",), f"ckpt={str(ckpt)!r}", free_env_keys)  # no second read
-    return module.eval()
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

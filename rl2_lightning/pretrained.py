@@ -5,10 +5,13 @@
     python -m rl2_lightning.evaluate conf=bandit_k10_n10 ckpt=pretrained
 
 A shipped file, ``data/pretrained/<preset>.pt``, holds what rebuilds and identifies the agent and nothing
-for training: the config nodes of env, model and algorithm (today's ``_target_`` layout, whatever layout the
-source checkpoint had), the actor's and critic's weights, the frames trained, the setting's name and a
-SHA-256 of the weights. ``data/pretrained/manifest.json`` records every file's checksum, setting and
-provenance; loading verifies both, so a file that does not match its manifest is refused in one line.
+for training, as tensors and plain data only: the config nodes of env, model and algorithm (today's
+``_target_`` layout, whatever layout the source checkpoint had), the actor's and critic's weights, the
+frames trained, the setting's name and a SHA-256 of the weights. ``data/pretrained/manifest.json`` records
+every file's SHA-256 over its bytes (so over the stored config as well as the weights), setting and
+provenance. Loading checks the bytes against the manifest *before* parsing anything, then unpickles with
+``weights_only=True`` and instantiates only the project's own ``_target_``s
+(:mod:`rl2_lightning.checkpoints`): a file that does not match is refused in one line and never run.
 """
 
 from __future__ import annotations
@@ -47,9 +50,11 @@ def export(
 ) -> Path:
     """Write the compact file of a training checkpoint for ``preset`` and record it in the manifest, with
     the training's wall-clock ``seconds`` (all stages, warm starts included) and what it was warm-started from."""
-    from rl2_lightning.module import RL2Module
+    from rl2_lightning.checkpoints import build_module, load_networks, read_checkpoint
 
-    module = RL2Module.load_from_checkpoint(ckpt, map_location="cpu")
+    source = read_checkpoint(Path(ckpt), arg="export")
+    module = build_module(source["hyper_parameters"], f"export {ckpt}")
+    load_networks(module, source["state_dict"], f"export {ckpt}")
     state = {k: v for k, v in module.state_dict().items() if k.startswith(("actor.", "critic."))}
     spec = module.env.spec_env()
     setting = spec.simulator.setting(module.env.episodes_per_trial)
@@ -63,7 +68,8 @@ def export(
     path = out_dir / f"{preset}.pt"
     torch.save(record, path)
     manifest = read_manifest() if out_dir == PRETRAINED_DIR else {}
-    entry = {"file": path.name, "sha256": record["sha256"], "setting": setting, "frames": record["frames"], "note": note}
+    entry = {"file": path.name, "sha256": record["sha256"], "file_sha256": file_sha256(path), "setting": setting,
+             "frames": record["frames"], "note": note}
     if seconds is not None:
         entry["train_seconds"] = float(seconds)
     if warm_start:
@@ -75,29 +81,45 @@ def export(
     return path
 
 
-def load(preset: str, directory: Path = PRETRAINED_DIR):
-    """The shipped RL² module of ``preset``, its weights checked against the file's and the manifest's
-    checksums (one-line errors for a preset without a shipped policy or a file that does not match)."""
-    from rl2_lightning.module import RL2Module
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_record(preset: str, directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
+    """The shipped record of ``preset``: its bytes checked against the manifest before anything is parsed,
+    then loaded with ``weights_only=True``, its weights checked against their own checksum."""
+    from rl2_lightning.checkpoints import load_bytes
 
     manifest = read_manifest(directory)
     if preset not in manifest:
         have = ", ".join(sorted(manifest)) or "none"
         raise FileNotFoundError(f"ckpt=pretrained: no shipped policy for {preset} (shipped: {have})")
-    path = directory / manifest[preset]["file"]
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=False)
-        state = record["state_dict"]
-    except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        raise ValueError(f"ckpt=pretrained: {path} is not a readable shipped policy ({type(err).__name__})") from None
-    digest = weights_checksum(state)
-    if digest != record["sha256"] or digest != manifest[preset]["sha256"]:
+    entry = manifest[preset]
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt=pretrained: {path} is missing")
+    data = path.read_bytes()
+    if "file_sha256" not in entry or hashlib.sha256(data).hexdigest() != entry["file_sha256"]:
+        raise ValueError(f"ckpt=pretrained: {path} does not match its checksum in {directory / 'manifest.json'}; refused unread")
+    record = load_bytes(data, f"ckpt=pretrained: {path}")
+    if not isinstance(record, dict) or "state_dict" not in record or "hyper_parameters" not in record:
+        raise ValueError(f"ckpt=pretrained: {path} is not a shipped policy")
+    digest = weights_checksum(record["state_dict"])
+    if digest != record.get("sha256") or digest != entry["sha256"]:
         raise ValueError(f"ckpt=pretrained: {path} does not match its checksum in {directory / 'manifest.json'}")
-    module = RL2Module(**record["hyper_parameters"])
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    networks = [k for k in missing if k.startswith(("actor.", "critic."))]
-    if networks or unexpected:
-        raise ValueError(f"ckpt=pretrained: {path} does not fit its own agent ({(networks or unexpected)[0]})")
+    return record
+
+
+def load(preset: str, directory: Path = PRETRAINED_DIR):
+    """The shipped RL² module of ``preset`` (:func:`read_record`; one-line errors for a preset without a
+    shipped policy, a file that does not match, or a stored config naming a foreign ``_target_``)."""
+    from rl2_lightning.checkpoints import build_module, load_networks
+
+    record = read_record(preset, directory)
+    path = directory / read_manifest(directory)[preset]["file"]
+    module = build_module(record["hyper_parameters"], f"ckpt=pretrained: {path}")
+    load_networks(module, record["state_dict"], f"ckpt=pretrained: {path}")
     module.frames.fill_(record["frames"])
     module.pretrained = record
     return module.eval()

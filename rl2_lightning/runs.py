@@ -1,27 +1,24 @@
-"""Run directories, checkpoint files and resuming: what a kill, a full disk, a preemption or two runs
-started in the same second can cost, and what they cannot.
+"""Run directories and the run's messages: what two runs started in the same second, or a run that
+failed before writing anything, leave behind.
 
 - Run directories are claimed with ``mkdir``, which is atomic: two runs of one experiment started in
   the same second get ``<stamp>`` and ``<stamp>-1`` (Hydra's ``hydra.run.dir`` calls
   :func:`run_name` through the ``rl2_run_name`` resolver).
-- Checkpoints are written by :class:`AtomicCheckpointIO`: into a hidden file beside the target, flushed
-  to disk, then renamed over it, so a file named ``*.ckpt`` is always whole and a failed write (kill,
-  full disk) leaves the previous checkpoint as it was. Nothing goes through ``/tmp``.
-- ``ckpt_path=latest`` (:func:`latest_checkpoint`) takes the newest checkpoint of the experiment that
-  loads, says which, and names any newer run it skipped because it holds none.
+- A resumed run keeps writing into its own directory (:func:`fold_into`); a run that failed before
+  writing anything leaves no directory (:func:`remove_if_stub`).
+- Checkpoint files (atomic writes, checksums, safe reading, ``ckpt_path=latest``) are
+  :mod:`rl2_lightning.checkpoints`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger("rl2_lightning")
@@ -132,76 +129,19 @@ def new_run_dir(runs_dir: str | Path, experiment: str) -> Path:
     return claim_run_dir(Path(runs_dir, experiment), time.strftime("%Y-%m-%d_%H-%M-%S"))
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, made atomic on local and network file systems.
-
-    Lightning's default writes into a temporary file in ``$TMPDIR`` and moves it: across file systems
-    the move is a copy, which a kill or a full disk cuts short, leaving a truncated ``last.ckpt``. Here
-    the bytes go to ``.<name>.partial`` in the target's own directory, are flushed and fsync'ed, and the
-    file is renamed over the target (``os.replace`` is atomic within a directory).
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:  # noqa: D102
-        path = Path(path)
-        partial = path.with_name(f".{path.name}.partial")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, path)
-        except OSError as err:
-            partial.unlink(missing_ok=True)
-            raise OSError(
-                f"could not write checkpoint {path} ({err.strerror or err}); the checkpoints already in "
-                f"{path.parent} are untouched"
-            ) from None
+def fold_into(stub: Path, run_dir: Path) -> None:
+    """Move a fresh invocation's ``.hydra`` into the run it resumes and remove the empty stub directory."""
+    if (stub / ".hydra").is_dir():
+        dest = run_dir / ".hydra" / f"resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(stub / ".hydra"), str(dest))
+    remove_if_stub(stub)
 
 
-def read_checkpoint(path: Path, arg: str = "ckpt_path") -> dict[str, Any]:
-    """Load a checkpoint file on the CPU; one-line errors for a missing or unreadable file.
-
-    ``weights_only=False``: a Lightning checkpoint holds the run's hyperparameters and loop state. Only
-    load checkpoints you trust.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"{arg}={str(path)!r}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        ckpt["hyper_parameters"], ckpt["state_dict"]  # noqa: B018 - both must be there
-    except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        raise ValueError(f"{arg}={str(path)!r} is not a readable Lightning checkpoint ({type(err).__name__})") from None
-    return ckpt
-
-
-def is_intact(path: Path) -> bool:
-    """Whether a checkpoint file loads (a truncated or foreign file does not)."""
-    try:
-        read_checkpoint(path)
-        return True
-    except (FileNotFoundError, ValueError):
-        return False
-
-
-def latest_checkpoint(runs_dir: str | Path, experiment: str) -> Path:
-    """The newest checkpoint of the experiment that loads, over all its runs (``last.ckpt`` and the
-    epoch checkpoints beside it). Prints which file it resumes, and warns about newer runs skipped
-    because they hold no intact checkpoint (a run that died early, a truncated file)."""
-    root = Path(runs_dir, experiment)
-    found = sorted(root.glob("*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    chosen = next((p for p in found if is_intact(p)), None)
-    if chosen is None:
-        raise FileNotFoundError(f"ckpt_path=latest: no run of experiment {experiment!r} has an intact checkpoint under {root}")
-    newer = sorted(
-        d.name for d in root.iterdir()
-        if d.is_dir() and d != chosen.parent.parent and d.stat().st_mtime > chosen.stat().st_mtime
-        and not any(is_intact(p) for p in d.glob("checkpoints/*.ckpt"))
-    )
-    if newer:
-        say(f"ckpt_path=latest: skipping newer run(s) without an intact checkpoint: {', '.join(newer)}", logging.WARNING)
-    skipped = [p.name for p in found[: found.index(chosen)] if p.parent == chosen.parent]
-    if skipped:
-        say(f"ckpt_path=latest: {', '.join(skipped)} in {chosen.parent} cannot be read; using {chosen.name}", logging.WARNING)
-    say(f"ckpt_path=latest: resuming {chosen}")
-    return chosen
+def remove_if_stub(run_dir: Path) -> None:
+    """Delete a run directory that holds nothing but Hydra's record of the invocation (a run that failed
+    before training wrote anything), and its experiment's directory if that is left empty."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: other runs of the experiment
+            run_dir.parent.rmdir()

@@ -1,15 +1,12 @@
-"""``train(cfg)``: instantiate the parts (env, module, callbacks, logger, trainer) from a config, and fit.
+"""``train(cfg)``: check a config, instantiate the parts (env, module, callbacks, logger, trainer), and fit.
 
 ``train.py`` at the top level is the Hydra entry point; tests compose the config and call
-:func:`train` directly. Run directories, checkpoint writing and ``ckpt_path=latest`` live in
-:mod:`rl2_lightning.runs`.
+:func:`train` directly. Run directories live in :mod:`rl2_lightning.runs`; checkpoint files (writing,
+verifying, resuming, warm starts) in :mod:`rl2_lightning.checkpoints`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,14 @@ from callbacks import MetaTestCallback, TrainingStopped
 from rl2_lightning.config import container, validate
 from rl2_lightning.datamodule import TrialDataModule
 from rl2_lightning.module import RL2Module
-from rl2_lightning.runs import AtomicCheckpointIO, latest_checkpoint, new_run_dir, read_checkpoint, say, setup_logging
+from rl2_lightning.checkpoints import (
+    AtomicCheckpointIO,
+    apply_warm_start,
+    check_checkpoint,
+    latest_checkpoint,
+    warm_start_weights,
+)
+from rl2_lightning.runs import fold_into, new_run_dir, say, setup_logging
 
 
 # training_step pulls its batch from the iterator on purpose (no prefetch: see RL2Module.training_step)
@@ -35,44 +39,6 @@ def _hydra_output_dir() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
-
-
-def check_checkpoint(
-    path: Path, cfg: DictConfig, groups: tuple[str, ...] = ("model", "env"), arg: str = "ckpt_path"
-) -> None:
-    """Fail early, in one line, on a missing, corrupt or incompatible checkpoint file (its ``groups``
-    must match the config's, bar the batch layout)."""
-    check_trained_on(read_checkpoint(path)["hyper_parameters"], cfg, groups, f"{arg}={str(path)!r}")
-
-
-def check_trained_on(
-    hparams: dict, cfg: DictConfig, groups: tuple[str, ...], what: str, free_env_keys: tuple[str, ...] = ()
-) -> None:
-    """Raise ``ValueError`` naming the first key of ``groups`` whose trained value differs from ``cfg``'s
-    (``env.num_envs`` and the ``free_env_keys`` of the env group may differ)."""
-    from rl2_lightning.module import upgrade_hparams
-
-    env, model, algo = upgrade_hparams(hparams["env"], hparams["model"], hparams["algo"])
-    trained = {"env": env, "model": model, "algo": algo}
-    for group in groups:
-        was = _flat(trained[group])
-        for key, value in _flat(container(cfg[group])).items():
-            if group == "env" and (key == "num_envs" or key in free_env_keys):
-                continue  # the batch size may change on resume; the free keys are the caller's to vary
-            old = was.get(key, value)
-            if old != value:
-                raise ValueError(f"{what} was trained with {group}.{key}={old!r}, but the config has {value!r}")
-
-
-def _flat(node: dict, prefix: str = "") -> dict:
-    """``{"simulator": {"num_arms": 5}}`` -> ``{"simulator.num_arms": 5}``."""
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def check_task_sets(cfg: DictConfig) -> None:
@@ -134,45 +100,6 @@ def check_devices(cfg: DictConfig) -> None:
         )
 
 
-def warm_start_weights(source: str, cfg: DictConfig) -> tuple[dict[str, torch.Tensor], int]:
-    """The actor's and critic's weights and the frames trained of ``init_from=source``: a Lightning
-    checkpoint file, or ``pretrained:<preset>`` for a shipped policy (checksum-verified). The source's
-    model must be this config's (sizes, memory, init); the env may differ (trial length, task draw), but
-    not in anything that changes a weight's shape, which :func:`apply_warm_start` refuses in one line."""
-    what = f"init_from={source!r}"
-    if source.startswith("pretrained:"):
-        from rl2_lightning import pretrained
-
-        preset = source.split(":", 1)[1]
-        module = pretrained.load(preset)
-        hparams = module.pretrained["hyper_parameters"]
-        state, frames = module.pretrained["state_dict"], int(module.pretrained["frames"])
-    else:
-        ckpt = read_checkpoint(Path(source), arg="init_from")
-        hparams, full = ckpt["hyper_parameters"], ckpt["state_dict"]
-        state = {k: v for k, v in full.items() if k.startswith(("actor.", "critic."))}
-        frames = int(full.get("frames", torch.zeros(())))
-    check_trained_on(hparams, cfg, ("model",), what)
-    return state, frames
-
-
-def apply_warm_start(module: RL2Module, state: dict[str, torch.Tensor], frames: int, source: str) -> None:
-    """Load warm-start weights into a freshly built module (one-line error on any shape mismatch)."""
-    own = module.state_dict()
-    for key, value in state.items():
-        if key not in own or own[key].shape != value.shape:
-            have = tuple(own[key].shape) if key in own else "no such weight"
-            raise ValueError(
-                f"init_from={source!r}: its weight {key} {tuple(value.shape)} does not fit this config's agent ({have}); "
-                "warm starts need the same observation and action sizes"
-            )
-    missing = [k for k in own if k.startswith(("actor.", "critic.")) and k not in state]
-    if missing:
-        raise ValueError(f"init_from={source!r} has no weight {missing[0]} for this config's agent")
-    module.load_state_dict(state, strict=False)
-    module.frames.fill_(frames)
-
-
 def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
     """The checkpoint to resume from (if any) and the run directory to write to.
 
@@ -183,7 +110,10 @@ def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
     ckpt = None
     hydra_dir = _hydra_output_dir()
     if cfg.ckpt_path:
-        ckpt = latest_checkpoint(cfg.runs_dir, cfg.experiment) if cfg.ckpt_path == "latest" else Path(cfg.ckpt_path)
+        ckpt = (
+            latest_checkpoint(cfg.runs_dir, cfg.experiment, own_dir=hydra_dir)
+            if cfg.ckpt_path == "latest" else Path(cfg.ckpt_path)
+        )
         check_checkpoint(ckpt, cfg, groups=("model", "env", "algo"))
         if ckpt.parent.name == "checkpoints":
             run_dir = ckpt.parent.parent
@@ -191,24 +121,6 @@ def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
                 fold_into(hydra_dir, run_dir)
             return ckpt, run_dir
     return ckpt, hydra_dir or new_run_dir(cfg.runs_dir, cfg.experiment)
-
-
-def fold_into(stub: Path, run_dir: Path) -> None:
-    """Move a fresh invocation's ``.hydra`` into the run it resumes and remove the empty stub directory."""
-    if (stub / ".hydra").is_dir():
-        dest = run_dir / ".hydra" / f"resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(stub / ".hydra"), str(dest))
-    remove_if_stub(stub)
-
-
-def remove_if_stub(run_dir: Path) -> None:
-    """Delete a run directory that holds nothing but Hydra's record of the invocation (a run that failed
-    before training wrote anything), and its experiment's directory if that is left empty."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # not empty: other runs of the experiment
-            run_dir.parent.rmdir()
 
 
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -242,7 +154,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     callbacks += extra_callbacks or []
     logger = instantiate(cfg.logger)(save_dir=str(run_dir)) if cfg.logger is not None else False
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)]
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)

@@ -36,10 +36,10 @@ def test_rl2_checkpoint_is_scored_beside_the_baselines(checkpoint, tmp_path):
 def test_rl2_policy_carries_its_hidden_state_in_evaluation(checkpoint):
     """Without the GRU's primer the hidden state would silently never pass between steps."""
     from rl2_lightning.envs import make_trial_env
-    from rl2_lightning.evaluate import load_rl2
+    from rl2_lightning.checkpoints import load_module
     from rl2_lightning.evaluation.scoring import play_trials
 
-    module = load_rl2(checkpoint, compose_cfg(["conf=bandit_k5_n10"]))
+    module = load_module(checkpoint, compose_cfg(["conf=bandit_k5_n10"]))
     env = make_trial_env("bandit", 4, 10, task_set="heldout", num_arms=5)
     env = module.agent.attach_to(env)
     rollout = play_trials(env, module.actor, 10)

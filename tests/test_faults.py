@@ -17,7 +17,8 @@ import pytest
 import torch
 from trainkit import ROOT, TINY, compose_cfg
 
-from rl2_lightning.runs import AtomicCheckpointIO, claim_run_dir, is_intact, latest_checkpoint
+from rl2_lightning.checkpoints import AtomicCheckpointIO, is_intact, latest_checkpoint
+from rl2_lightning.runs import claim_run_dir
 from rl2_lightning.train import train
 
 # threads pinned: runs compared bit for bit must use the same number of torch threads (the suite changes it)
@@ -104,7 +105,7 @@ def test_a_truncated_last_ckpt_never_leaves_latest_without_an_intact_checkpoint(
     chosen = latest_checkpoint(runs, "two")
     assert chosen.parent == last.parent and chosen.name.startswith("epoch=1") and is_intact(chosen)
     err = capfd.readouterr().err
-    assert "last.ckpt" in err and "cannot be read" in err and f"resuming {chosen}" in err
+    assert "last.ckpt (checksum mismatch)" in err and "not intact" in err and f"resuming {chosen}" in err
     resumed = train(compose_cfg(["callbacks.metatest=null", f"runs_dir={runs}", "experiment=two",
                                  "trainer.max_epochs=3", "ckpt_path=latest"]))
     assert resumed["trainer"].current_epoch == 3
@@ -116,16 +117,19 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_and_no_temp_file(tmp_
     io.save_checkpoint({"a": torch.arange(3)}, path)
     before = path.read_bytes()
 
-    def disk_full(obj, f, *args, **kwargs):
-        f.write(b"half a checkpoint")
+    real_fsync = os.fsync
+
+    def disk_full(fd):  # the bytes are half written when the disk fills
+        real_fsync(fd)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match=r"could not write checkpoint .*last\.ckpt \(No space left on device\)") as info:
         io.save_checkpoint({"a": torch.arange(5)}, path)
     assert "\n" not in str(info.value)
     assert path.read_bytes() == before
-    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial file left behind
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]  # no partial file
+    assert is_intact(path)
 
 
 def test_checkpoints_are_never_staged_in_the_temp_dir(tmp_path, monkeypatch):

@@ -30,9 +30,9 @@ from rl2_lightning.evaluation.report import _pyplot
 def load_policy(ckpt: Path, cfg):
     """The RL² module of a training checkpoint of ``cfg``'s task family and sizes (its trial length and
     reset layout may differ: they are what these experiments vary)."""
-    from rl2_lightning.evaluate import load_rl2
+    from rl2_lightning.checkpoints import load_module
 
-    return load_rl2(ckpt, cfg, free_env_keys=("episodes_per_trial", "trials_per_reset"))
+    return load_module(ckpt, cfg, free_env_keys=("episodes_per_trial", "trials_per_reset"))
 
 
 def parse_pairs(items: list[str], what: str) -> dict[str, Path]:

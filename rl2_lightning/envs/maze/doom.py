@@ -90,27 +90,42 @@ def _track(sim: "MazeSimulator") -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+#: (pid, launcher path) of this process's private engine scratch directory
+_SCRATCH: tuple[int, str] | None = None
+
+
 def _launcher() -> str:
-    """A launcher for the engine that runs it from a scratch directory.
+    """A launcher for the engine that runs it from a scratch directory private to this process.
 
     ViZDoom writes ``_vizdoom.ini`` and ``_vizdoom/`` into the engine's working directory (also when
     it closes). The launcher changes into the scratch directory and ``exec``s the real binary, so
     the engine (and only the engine, for its whole life) runs there; this process's working
-    directory never changes.
+    directory never changes. The directory is made fresh by ``mkdtemp`` (a new name, owner-only
+    permissions), never taken over from a shared temp folder where another user could have planted or
+    swapped a script, and it is removed when the process that made it exits.
     """
+    global _SCRATCH
+    if _SCRATCH is not None and _SCRATCH[0] == os.getpid() and os.path.isfile(_SCRATCH[1]):
+        return _SCRATCH[1]
+    import shutil
+
     import vizdoom as vzd
 
-    scratch = os.path.join(tempfile.gettempdir(), "rl2_lightning_vizdoom")
-    os.makedirs(scratch, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="rl2_lightning_vizdoom-")  # mode 0o700, a name nobody else holds
     real = os.path.join(os.path.dirname(vzd.__file__), "vizdoom")
-    script = f'#!/bin/sh\ncd "{scratch}" || exit 1\nexec "{real}" "$@"\n'
     path = os.path.join(scratch, "vizdoom_launcher.sh")
-    if not os.path.exists(path) or open(path).read() != script:
-        fd, tmp = tempfile.mkstemp(dir=scratch)  # several workers may write it at once
-        with os.fdopen(fd, "w") as f:
-            f.write(script)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'#!/bin/sh\ncd "{scratch}" || exit 1\nexec "{real}" "$@"\n')
+    pid = os.getpid()
+    _SCRATCH = (pid, path)
+
+    def remove() -> None:  # after the engines, which write into it when they close
+        if os.getpid() == pid:
+            _close_open_simulators()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    atexit.register(remove)
     return path
 
 
