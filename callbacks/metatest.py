@@ -107,6 +107,8 @@ class MetaTestCallback(Callback):
         self.baseline_curves: dict[str, torch.Tensor] | None = None
         #: wall-clock of this process's fit and the part of it spent in meta-tests (for ``metatest.csv``)
         self._fit_start: float | None = None
+        # seconds of wall-clock and of meta-tests before this process (a resumed run continues its clocks)
+        self._clock_offset = {"wall_s": 0.0, "metatest_s": 0.0}
         self._metatest_seconds = 0.0
 
     def _make_env(self, pl_module: LightningModule, num_envs: int):
@@ -198,7 +200,7 @@ class MetaTestCallback(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start the clocks; on a resumed run, drop the ``metatest.csv`` rows of epochs the checkpoint
         does not hold (a kill between an epoch's meta-test and its checkpoint), as they run again."""
-        self._fit_start, self._metatest_seconds = time.perf_counter(), 0.0
+        self._fit_start, self._metatest_seconds = time.perf_counter(), self._clock_offset["metatest_s"]
         path = self._csv_path(trainer)
         if trainer.is_global_zero and path.exists():
             with path.open(newline="") as f:
@@ -209,6 +211,15 @@ class MetaTestCallback(Callback):
                     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                     writer.writeheader()
                     writer.writerows(keep)
+
+    def state_dict(self) -> dict[str, float]:
+        """The run's clocks so far, kept in checkpoints so that a resumed run's ``wall_s`` and ``train_s``
+        continue where the checkpoint left them instead of restarting at 0."""
+        elapsed = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return {"wall_s": self._clock_offset["wall_s"] + elapsed, "metatest_s": self._metatest_seconds}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:  # noqa: D102
+        self._clock_offset = {"wall_s": float(state.get("wall_s", 0.0)), "metatest_s": float(state.get("metatest_s", 0.0))}
 
     def _csv_path(self, trainer: Trainer) -> Path:
         return Path(self.run_dir or trainer.default_root_dir) / "metatest.csv"
@@ -240,7 +251,7 @@ class MetaTestCallback(Callback):
                 self.log_trial_media(experiment, pl_module, frames)
         now = time.perf_counter()
         self._metatest_seconds += now - started
-        wall = now - (self._fit_start or started)
+        wall = now - (self._fit_start or started) + self._clock_offset["wall_s"]
         timing = {"wall_s": wall, "train_s": wall - self._metatest_seconds}
         self._append_csv(trainer, frames, {**summary, **timing})
 

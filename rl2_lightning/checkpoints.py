@@ -78,8 +78,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, buffer)
             data = buffer.getvalue()
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(checksum_path(path), (sha256_of(data) + "\n").encode())
-            _write_atomically(path, data)
+            write_atomically(checksum_path(path), (sha256_of(data) + "\n").encode())
+            write_atomically(path, data)
         except Exception as err:  # noqa: BLE001 - OSError, or RuntimeError from a full disk: same outcome
             reason = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0]
             raise OSError(
@@ -94,7 +94,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         checksum_path(Path(path)).unlink(missing_ok=True)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden partial file in the same directory, fsync'ed and renamed
+    over it: the file is either the old one or the new one, never half of either."""
     partial = path.with_name(f".{path.name}.partial")
     try:
         with open(partial, "wb") as f:

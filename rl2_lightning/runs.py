@@ -145,3 +145,47 @@ def remove_if_stub(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # not empty: other runs of the experiment
             run_dir.parent.rmdir()
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a process trains in it (``<run>/.lock``, ``flock``).
+
+    A second process that would train into the same run (two ``ckpt_path=latest`` resumes at once) is
+    refused in one line naming the holder, before it writes anything. The operating system drops the
+    lock when the holder exits, however it exits, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self._file = None
+
+    def acquire(self) -> "RunLock":  # noqa: D102
+        import fcntl
+        import os
+        import socket
+
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise OSError(f"{self.path.parent} is in use by {holder}: wait for that run to end, or stop it, before resuming it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:  # noqa: D102
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

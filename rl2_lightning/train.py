@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
@@ -28,7 +29,7 @@ from rl2_lightning.checkpoints import (
     latest_checkpoint,
     warm_start_weights,
 )
-from rl2_lightning.runs import fold_into, new_run_dir, say, setup_logging
+from rl2_lightning.runs import RunLock, fold_into, new_run_dir, say, setup_logging
 
 
 # training_step pulls its batch from the iterator on purpose (no prefetch: see RL2Module.training_step)
@@ -117,6 +118,8 @@ def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
         check_checkpoint(ckpt, cfg, groups=("model", "env", "algo"))
         if ckpt.parent.name == "checkpoints":
             run_dir = ckpt.parent.parent
+            if rank_zero_only.rank == 0:
+                RunLock(run_dir).acquire().release()  # in use by another process: refuse before folding into it
             if hydra_dir is not None and hydra_dir.resolve() != run_dir.resolve():
                 fold_into(hydra_dir, run_dir)
             return ckpt, run_dir
@@ -136,6 +139,15 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         torch.set_num_threads(cfg.threads)
     warm = warm_start_weights(cfg.init_from, cfg) if cfg.init_from and not cfg.ckpt_path else None
     ckpt_path, run_dir = resolve_run(cfg)
+    lock = RunLock(run_dir).acquire() if rank_zero_only.rank == 0 else None  # before anything is written there
+    try:
+        return _fit(cfg, ckpt_path, run_dir, warm, extra_callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit(cfg: DictConfig, ckpt_path: Path | None, run_dir: Path, warm, extra_callbacks) -> dict[str, Any]:
     setup_logging(run_dir)
     say(f"run directory: {run_dir}" + (f" (resuming {ckpt_path})" if ckpt_path else ""))
     L.seed_everything(cfg.seed, workers=True, verbose=False)

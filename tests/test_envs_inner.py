@@ -48,11 +48,11 @@ P = [[[0.0, 1.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]
 def test_a_hand_worked_trial_of_a_two_state_mdp():
     feats = play(scripted_env(MU, P), [0, 1, 1])
     expected = [
-        # Q(s, .) / H          log-counts of s     episode to go, trial to go
-        [1.0, 1.0, 0.0, 0.0, 1.0, 1.0],  # prior: R = 1, uniform P, 2 steps to go: Q = 1 + 1
-        [0.5, 0.5, 0.0, 0.0, 0.5, 0.75],  # in s1, unvisited, 1 step to go: Q = prior reward
-        [2.5, 1.75, L5, 0.0, 1.0, 0.5],  # s0 again: Q(0,0) = 2 + V1(s1) = 2 + 3; Q(0,1) = 1 + (2 + 3) / 2
-        [1.0, 0.0, L5, L5, 0.5, 0.25],  # 1 step to go: the empirical rewards of s0
+        # (Q(s, .) - V) / H, V / H, log-counts of s, episode to go, trial to go
+        [0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0],  # prior: R = 1, uniform P, 2 steps to go: Q = 1 + 1
+        [0.0, 0.0, 0.5, 0.0, 0.0, 0.5, 0.75],  # in s1, unvisited, 1 step to go: Q = prior reward
+        [0.0, -0.75, 2.5, L5, 0.0, 1.0, 0.5],  # s0 again: Q(0,0) = 2 + V1(s1) = 2 + 3; Q(0,1) = 1 + (2 + 3) / 2
+        [0.0, -1.0, 1.0, L5, L5, 0.5, 0.25],  # 1 step to go: the empirical rewards of s0
     ]
     torch.testing.assert_close(torch.stack(feats), torch.tensor(expected))
 
@@ -73,9 +73,9 @@ def test_pure_functions_against_hand_numbers():
 def test_a_trial_start_clears_the_estimates_and_an_episode_end_does_not():
     env = scripted_env(MU, P)
     feats = play(env, [0, 1, 1, 0])  # the fourth step ends the trial
-    assert feats[2][2] == pytest.approx(L5)  # the first episode's visit of (s0, a0) survives its end
+    assert feats[2][3] == pytest.approx(L5)  # the first episode's visit of (s0, a0) survives its end
     td = env.reset()
-    torch.testing.assert_close(features(td), torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close(features(td), torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
 
 
 def test_no_leak_two_tasks_with_the_same_experience_give_the_same_inputs():
@@ -98,7 +98,7 @@ def test_step_by_step_acting_equals_whole_trial_replay(family, kwargs):
         rollout = env.rollout(env.base_env.trial_steps, agent.actor, break_when_any_done=False)
         with set_recurrent_mode(True):
             torch.testing.assert_close(agent.actor(rollout.clone())["logits"], rollout["logits"])
-    assert rollout["observation"].shape[-1] == env.base_env.simulator.observation_shape[0] + 2 * env.action_spec.space.n + 2
+    assert rollout["observation"].shape[-1] == env.base_env.simulator.observation_shape[0] + 2 * env.action_spec.space.n + 3
 
 
 def test_the_mazes_are_refused_in_one_line():
@@ -125,6 +125,6 @@ def test_an_rl3_preset_trains_tiny_with_every_memory_and_algorithm(model, algo, 
     out = train(cfg)
     spec = out["module"].env.spec_env()
     assert out["module"].hparams["env"]["inner_estimates"] is True
-    assert spec.observation_spec["observation"].shape[-1] == 10 + 2 * 5 + 2
+    assert spec.observation_spec["observation"].shape[-1] == 10 + 2 * 5 + 3
     spec.close()
     assert out["metatest"]["trial_return"] == out["metatest"]["trial_return"]  # a number, not NaN

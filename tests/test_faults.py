@@ -238,7 +238,7 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     [
         (["-m", "rl2_lightning.evaluate", "conf=nope"], "error: conf=nope is not a preset; choose one of: bandit_k10_n10"),
         (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "ckpt=README.md"],
-         "error: ckpt='README.md' is not a readable RL² checkpoint"),
+         "error: ckpt='README.md' is not a readable checkpoint"),
         (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "ckpt=missing.ckpt"],
          "error: ckpt='missing.ckpt': no such checkpoint file"),
         (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "algo.nokey=1"], "error: Could not override 'algo.nokey'."),
@@ -280,3 +280,122 @@ def test_task_set_messages_name_the_file_and_give_no_unsafe_advice(tmp_path, mon
     with pytest.raises(ValueError, match="cannot be read") as info:
         tasks.load_task_set("bandit_k5", "heldout")
     assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ issue: faults that still lost work
+def test_a_runtime_error_from_the_writer_leaves_no_partial_file(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"a": torch.arange(3)}, path)
+    before = path.read_bytes()
+    real_write = open
+
+    def failing_open(file, mode="r", *args, **kwargs):  # torch raises RuntimeError on a full disk
+        f = real_write(file, mode, *args, **kwargs)
+        if "w" in mode and str(file).endswith(".partial") and "last.ckpt" in str(file) and "sha256" not in str(file):
+            f.close()
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 3392 vs 3286")
+        return f
+
+    monkeypatch.setattr("builtins.open", failing_open)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*last\.ckpt \(\[enforce fail") as info:
+        io.save_checkpoint({"a": torch.arange(5)}, path)
+    monkeypatch.undo()
+    assert "\n" not in str(info.value) and path.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_real_full_disk_ends_in_one_line_with_the_earlier_checkpoints_intact(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=25m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("this platform does not let the test mount a tmpfs")
+    try:  # GRU-256 checkpoints with optimizer state are ~10 MB: the disk fills at the second epoch's
+        proc = cli("train.py", "callbacks.metatest=null", f"runs_dir={mnt}", "trainer.max_epochs=6", "threads=1",
+                   "model.hidden_size=256", "model.embed_size=256", "env.num_envs=16", "trainer.limit_train_batches=1")
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert lines[-1].startswith("error: could not write checkpoint"), lines[-3:]
+        assert not list(mnt.rglob("*.partial"))
+        ckpts = [p for p in mnt.rglob("*.ckpt")]
+        assert ckpts and all(is_intact(p) for p in ckpts)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_bytes_flipped_mid_file_make_latest_fall_back_and_say_so(two_epochs, tmp_path, capfd):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(two_epochs[0], runs)
+    last = runs / "two" / two_epochs[1].name / "checkpoints" / "last.ckpt"
+    data = bytearray(last.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])  # same length: still parses
+    last.write_bytes(bytes(data))
+    chosen = latest_checkpoint(runs, "two")
+    assert chosen.name.startswith("epoch=1") and "last.ckpt (checksum mismatch)" in capfd.readouterr().err
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        from rl2_lightning.checkpoints import read_checkpoint
+
+        read_checkpoint(last)
+
+
+def test_a_second_process_resuming_a_run_in_use_is_refused(tmp_path):
+    first = train(compose_cfg([*BASE, f"runs_dir={tmp_path}", "experiment=busy", "trainer.max_epochs=2"]))
+    run_dir = Path(first["run_dir"])
+    holder = subprocess.Popen(  # another process training in that run: it holds the run's lock
+        [sys.executable, "-c", "import sys, time; from rl2_lightning.runs import RunLock; "
+         f"RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(run_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OSError, match=rf"is in use by process {holder.pid} on ") as info:
+            train(compose_cfg([*BASE, f"runs_dir={tmp_path}", "experiment=busy", "trainer.max_epochs=3", "ckpt_path=latest"]))
+        assert "\n" not in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert epochs_in_csv(run_dir) == [0, 1]  # nothing written by the refused run
+    train(compose_cfg([*BASE, f"runs_dir={tmp_path}", "experiment=busy", "trainer.max_epochs=3", "ckpt_path=latest"]))
+    assert epochs_in_csv(run_dir) == [0, 1, 2]  # the lock died with its holder
+
+
+def test_a_truncated_gittins_cache_is_rebuilt(tmp_path):
+    from rl2_lightning.baselines.gittins import gittins_table
+
+    gittins_table.cache_clear()
+    first = gittins_table(10, 0.9, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("gittins_*.pt")
+    path.write_bytes(path.read_bytes()[:100])  # a write cut short
+    gittins_table.cache_clear()
+    with pytest.warns(UserWarning, match="is corrupt; rebuilding it"):
+        again = gittins_table(10, 0.9, cache_dir=tmp_path)
+    torch.testing.assert_close(again, first, equal_nan=True)
+    gittins_table.cache_clear()
+    torch.testing.assert_close(gittins_table(10, 0.9, cache_dir=tmp_path), first, equal_nan=True)  # the rebuilt file loads
+
+
+def test_the_clocks_continue_across_a_resume(tmp_path):
+    def times(run_dir):
+        with (Path(run_dir) / "metatest.csv").open() as f:
+            return [(float(r["wall_s"]), float(r["train_s"])) for r in csv.DictReader(f)]
+
+    first = train(compose_cfg([*BASE, f"runs_dir={tmp_path}", "experiment=clock", "trainer.max_epochs=2"]))
+    before = times(first["run_dir"])
+    train(compose_cfg([*BASE, f"runs_dir={tmp_path}", "experiment=clock", "trainer.max_epochs=3", "ckpt_path=latest"]))
+    after = times(first["run_dir"])
+    assert after[:2] == before and after[2][0] > before[1][0] and after[2][1] > before[1][1]
+
+
+def test_latest_does_not_warn_about_the_directory_made_for_this_resume(two_epochs, tmp_path, capfd):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(two_epochs[0], runs)
+    time.sleep(0.05)
+    own = runs / "two" / "2099-01-01_00-00-00"  # what Hydra made for this invocation
+    (own / ".hydra").mkdir(parents=True)
+    latest_checkpoint(runs, "two", own_dir=own)
+    assert "skipping newer run" not in capfd.readouterr().err

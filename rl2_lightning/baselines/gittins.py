@@ -90,21 +90,43 @@ def gittins_table(max_pulls: int, gamma: float, cache_dir: Path | None = CACHE_D
     """:func:`compute_gittins_table` for ``s + f <= max_pulls``, cached in memory and under ``data/baselines/``.
 
     Tables are built for ``max(max_pulls, MIN_CACHED_PULLS)`` pulls and stored as the float32 triangle
-    ``s + f <= pulls``; the file is a pure function of (pulls, gamma): delete it to rebuild.
+    ``s + f <= pulls``; the file is a pure function of (pulls, gamma). It is written atomically, and a
+    file that does not load as such a triangle (truncated, corrupt) is rebuilt, with a warning.
     """
     pulls = max(int(max_pulls), MIN_CACHED_PULLS)
     s, f = torch.meshgrid(torch.arange(pulls + 1), torch.arange(pulls + 1), indexing="ij")
     keep = s + f <= pulls
     path = None if cache_dir is None else Path(cache_dir) / f"gittins_n{pulls}_g{gamma:g}.pt"
-    if path is not None and path.exists():
+    cached = _read_cached(path, int(keep.sum())) if path is not None and path.exists() else None
+    if cached is not None:
         table = torch.full((pulls + 1, pulls + 1), float("nan"), dtype=torch.float64)
-        table[keep] = torch.load(path, weights_only=True).to(torch.float64)
+        table[keep] = cached.to(torch.float64)
     else:
         table = compute_gittins_table(pulls, gamma)
         if path is not None:
+            import io
+
+            from rl2_lightning.checkpoints import write_atomically
+
+            buffer = io.BytesIO()
+            torch.save(table[keep].to(torch.float32).clone(), buffer)
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(table[keep].to(torch.float32).clone(), path)
+            write_atomically(path, buffer.getvalue())
     return table[: max_pulls + 1, : max_pulls + 1]
+
+
+def _read_cached(path: Path, size: int) -> torch.Tensor | None:
+    """A cached triangle of ``size`` finite indices in [0, 1], or ``None`` (with a warning) if the file is bad."""
+    import warnings
+
+    try:
+        values = torch.load(path, weights_only=True)
+        if isinstance(values, torch.Tensor) and values.shape == (size,) and bool(((values >= 0) & (values <= 1)).all()):
+            return values
+    except Exception:  # noqa: BLE001 - any failure means the cache is unusable: rebuild it
+        pass
+    warnings.warn(f"the Gittins cache {path} is corrupt; rebuilding it", stacklevel=3)
+    return None
 
 
 def _diagonal_values(n: int, depth: int, gamma: float, lam: float) -> torch.Tensor:

@@ -9,9 +9,9 @@ trial so far. :class:`InnerEstimates` is that learner, as a TorchRL transform on
 * from them, the empirical model (:func:`empirical_model`: mean rewards and transition frequencies,
   with a prior for unvisited pairs) and finite-horizon value iteration over the episode's remaining
   steps (:func:`finite_horizon_q`) give the current state's action values;
-* it appends ``[Q(s, .) / episode_steps, log(1 + n(s, .)) / log(1 + trial_steps), remaining episode
-  fraction, remaining trial fraction]`` to ``observation``, so every memory and algorithm uses them
-  unchanged, and the networks are sized from the env's spec.
+* it appends ``[(Q(s, .) - V(s)) / episode_steps, V(s) / episode_steps, log(1 + n(s, .)) / log(1 +
+  trial_steps), remaining episode fraction, remaining trial fraction]`` to ``observation`` (``V = max_a
+  Q``), so every memory and algorithm uses them unchanged, and the networks are sized from the env's spec.
 
 The state is read from the observation, which must be one-hot (tabular MDPs, RiverSwim) or the
 bandit's one-element placeholder (a single state). Only the agent's own transitions and rewards enter
@@ -69,8 +69,8 @@ class InnerEstimates(Transform):
         reward_prior: mean reward assumed for unvisited pairs.
     """
 
-    #: features appended per action (value, count) and per step (remaining episode and trial fractions)
-    PER_ACTION, PER_STEP = 2, 2
+    #: features appended per action (advantage, count) and per step (value, remaining episode and trial fractions)
+    PER_ACTION, PER_STEP = 2, 3
 
     def __init__(self, num_states: int, num_actions: int, episode_steps: int, trial_steps: int, reward_prior: float = 0.0):
         super().__init__(in_keys=["observation"], out_keys=["observation"])
@@ -116,9 +116,11 @@ class InnerEstimates(Transform):
         rows = torch.arange(state.numel(), device=state.device)
         q = q_all[to_go - 1, rows, state]  # [B, A]
         n = self.counts[rows, state]
+        v = q.amax(-1, keepdim=True)
         feats = torch.cat(
             [
-                q / self.episode_steps,
+                (q - v) / self.episode_steps,  # advantages: 0 for the greedy action(s), as RL³'s code feeds them
+                v / self.episode_steps,
                 torch.log1p(n) / math.log1p(self.trial_steps),
                 (to_go.to(q.dtype) / self.episode_steps).unsqueeze(-1),
                 ((self.trial_steps - self.trial_t).clamp(min=0).to(q.dtype) / self.trial_steps).unsqueeze(-1),
