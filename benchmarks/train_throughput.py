@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--preset bandit_k10_n100] [--iterations 6] [--threads 2]
         [--shapes preset bay3s]
+    python benchmarks/train_throughput.py --rl3 [--preset tabular_n10_rl3] [--envs 256 2500]
 
 End to end: ``rl2_lightning.train.train`` on the preset (GRU 256), environment frames per second of
 wall-clock time over whole iterations (collection + GAE + PPO epochs), first iteration excluded.
@@ -11,6 +12,11 @@ GRU inference of the actor over every step of the batch (what collection must do
 critic pass over the trials (advantages), and ``epochs x minibatches`` forward+backward passes of
 actor and critic over whole trials with Adam steps. The ratio end-to-end / bound is what the
 framework, the environments and the glue cost.
+
+``--rl3``: the share of an RL³ iteration spent on the inner estimates (counts, empirical model and
+finite-horizon value iteration, :mod:`rl2_lightning.envs.inner`): the seconds a whole-trial rollout of the
+preset's env takes with the estimates minus without them (same random actions), against the seconds of a
+whole end-to-end training iteration at that batch size, both measured in this run.
 """
 
 from __future__ import annotations
@@ -111,8 +117,46 @@ SHAPES = {
 }
 
 
+def rollout_seconds(cfg, num_envs: int, inner: bool, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds of one whole-trial rollout with uniformly random actions."""
+    from hydra.utils import instantiate
+
+    factory = instantiate(cfg.env)
+    factory.inner_estimates = inner
+    env = factory.make(num_envs)
+    best = float("inf")
+    for _ in range(repeats):
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        env.rollout(env.base_env.trial_steps, break_when_any_done=False)
+        best = min(best, time.perf_counter() - t0)
+    env.close()
+    return best
+
+
+def measure_inner_share(preset: str, envs: list[int], iterations: int) -> None:
+    """Print the inner estimates' seconds per iteration against a whole iteration's, per batch size."""
+    from trainkit import compose_cfg
+
+    print("| preset | trials/iteration | inner estimates s/iteration | whole iteration s | share |")
+    print("|---|---|---|---|---|")
+    for n in envs:
+        cfg = compose_cfg(
+            [f"conf={preset}", f"env.num_envs={n}", "trainer.max_epochs=1", f"trainer.limit_train_batches={iterations}",
+             "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "~logger", "callbacks.metatest=null",
+             "runs_dir=/tmp/rl2_bench_runs"],
+            tiny=False,
+        )
+        inner = rollout_seconds(cfg, n, True) - rollout_seconds(cfg, n, False)
+        frames = n * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
+        whole = frames / measure_end_to_end(cfg, iterations)
+        print(f"| {preset} | {n} | {inner:.3f} | {whole:.2f} | {inner / whole:.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rl3", action="store_true", help="the inner estimates' share of an RL³ iteration")
+    parser.add_argument("--envs", type=int, nargs="+", default=[256, 2500], help="--rl3: trials per iteration")
     parser.add_argument("--preset", default="bandit_k10_n100")
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -120,6 +164,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. env.num_envs=128")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.rl3:
+        preset = args.preset if args.preset.endswith("_rl3") else "tabular_n10_rl3"
+        return measure_inner_share(preset, args.envs, args.iterations)
     from trainkit import compose_cfg
 
     rows = []

@@ -41,9 +41,10 @@ class GracefulStop(Callback):
         self._previous = None
 
     def _on_sigint(self, signum, frame) -> None:
-        if self.interrupted:  # second Ctrl-C: stop now, without a checkpoint
+        if self.interrupted:  # second Ctrl-C: stop now, without a checkpoint, with the shell's status for it
             signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
-            raise KeyboardInterrupt
+            say("second Ctrl-C: stopping now, without a checkpoint; ckpt_path=latest resumes the last one")
+            raise TrainingStopped(130)
         self.interrupted = True
         say("Ctrl-C: stopping after this iteration and saving a checkpoint (press Ctrl-C again to stop now)")
 

@@ -35,8 +35,10 @@ class Fault(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # inside a PPO update
         name, _, batch = self.fault.partition(":")
-        sig = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT}.get(name)
+        sig = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigint2": signal.SIGINT}.get(name)
         loop = trainer.fit_loop.epoch_loop
+        if name == "sigint2" and getattr(self, "sent", False):  # the impatient user: Ctrl-C again, next update
+            os.kill(os.getpid(), sig)
         if sig and trainer.current_epoch == 1 and loop.batch_idx == int(batch) and not getattr(self, "sent", False):
             self.sent = True
             os.kill(os.getpid(), sig)

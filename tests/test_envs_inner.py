@@ -128,3 +128,12 @@ def test_an_rl3_preset_trains_tiny_with_every_memory_and_algorithm(model, algo, 
     assert spec.observation_spec["observation"].shape[-1] == 10 + 2 * 5 + 3
     spec.close()
     assert out["metatest"]["trial_return"] == out["metatest"]["trial_return"]  # a number, not NaN
+
+
+def test_greedy_on_the_estimates_beats_random_on_the_tuning_set():
+    from rl2_lightning.envs.inner import greedy_on_estimates
+
+    greedy, ci = greedy_on_estimates("tabular", "tuning", 2, num_tasks=200)
+    env = make_trial_env("tabular", 200, 2, task_set="tuning")
+    random = env.rollout(20, break_when_any_done=False)["next", "reward"].sum(1).mean().item()
+    assert greedy > random + 3 * ci  # random: about 20 per 2-episode trial

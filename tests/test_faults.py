@@ -245,6 +245,11 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["train.py", "env.simulator.num_arms=7"], "error: no heldout task set for bandit_k7"),
         (["train.py", "callbacks.metatest.num_tasks=5000"], "error: callbacks.metatest.num_tasks=5000 is not allowed; the heldout set holds 1000"),
         (["train.py", "runs_dir=/proc/no/such"], "error: runs_dir: cannot create /proc/no/such/bandit_k5_n10"),
+        (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "callbacks.metatest.num_tasks=5000"],
+         "error: callbacks.metatest.num_tasks=5000 is not allowed; the heldout set holds 1000"),
+        (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "out=/proc/no/such"], "error: out='/proc/no/such': cannot write there"),
+        (["train.py", f"ckpt_path={ROOT / 'tests' / 'data' / 'foreign_lightning.ckpt'}"],
+         "error: ckpt_path="),
     ],
 )
 def test_bad_input_fails_in_one_line_naming_the_setting_or_file(args, expected, tmp_path):
@@ -399,3 +404,11 @@ def test_latest_does_not_warn_about_the_directory_made_for_this_resume(two_epoch
     (own / ".hydra").mkdir(parents=True)
     latest_checkpoint(runs, "two", own_dir=own)
     assert "skipping newer run" not in capfd.readouterr().err
+
+
+def test_a_second_ctrl_c_stops_at_once_with_status_130_and_keeps_the_last_checkpoint(tmp_path):
+    proc = run_fault("sigint2:0", tmp_path)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "second Ctrl-C: stopping now" in proc.stderr and "Traceback" not in proc.stderr
+    (run,) = (tmp_path / "hurt").iterdir()
+    assert is_intact(run / "checkpoints" / "last.ckpt")  # epoch 0's, untouched

@@ -178,3 +178,35 @@ class InnerEstimates(Transform):
         shape = (*spec.shape[:-1], spec.shape[-1] + self.num_features)
         observation_spec["observation"] = Unbounded(shape=shape, dtype=spec.dtype, device=spec.device)
         return observation_spec
+
+
+def greedy_on_estimates(family: str, task_set: str, episodes_per_trial: int, num_tasks: int = 1000, seed: int = 0,
+                        **simulator_kwargs) -> tuple[float, float]:
+    """Mean trial return and 95% half-width of acting ``argmax`` of the appended advantages (no learning):
+    what the inner estimates alone earn, a reference for a trained RL³ policy."""
+    from torchrl.envs.utils import step_mdp
+
+    from rl2_lightning.envs import make_trial_env
+
+    env = make_trial_env(family, num_tasks, episodes_per_trial, seed=seed, task_set=task_set, inner_estimates=True,
+                         **simulator_kwargs)
+    num_states, num_actions = env.base_env.simulator.observation_shape[0], env.base_env.simulator.num_actions
+    td, total = env.reset(), torch.zeros(num_tasks)
+    for _ in range(env.base_env.trial_steps):
+        td["action"] = td["observation"][:, num_states : num_states + num_actions].argmax(-1)
+        td = env.step(td)
+        total += td["next", "reward"].reshape(num_tasks)
+        td = step_mdp(td)
+    env.close()
+    return total.mean().item(), 1.96 * total.std().item() / math.sqrt(num_tasks)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Greedy on RL³'s inner estimates, on a fixed task set (tabular MDPs)")
+    parser.add_argument("--greedy", nargs=2, metavar=("TASK_SET", "EPISODES"), required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    mean, ci = greedy_on_estimates("tabular", args.greedy[0], int(args.greedy[1]))
+    print(f"greedy on the inner estimates, tabular_n{args.greedy[1]}, {args.greedy[0]}: {mean:.1f} ± {ci:.1f}")

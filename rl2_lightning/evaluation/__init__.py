@@ -86,6 +86,10 @@ def evaluate(
     setting = probe.base_env.simulator.setting(n)
     size = getattr(probe.base_env.simulator, "size", None)
     probe.close()
+    if num_tasks is not None and num_tasks > len(tasks):
+        raise ValueError(f"callbacks.metatest.num_tasks={num_tasks} is not allowed; the {task_set} set holds {len(tasks)} tasks")
+    if out_dir is not None:
+        _check_writable(Path(out_dir))
     tasks = tasks[: num_tasks or len(tasks)]
     batch = min(batch_size or len(tasks), len(tasks))
     play = env.make(batch, task_set=task_set, episodes_per_trial=n)
@@ -126,6 +130,17 @@ def evaluate(
     if out_dir is not None:
         report.write_outputs(rows, setting, Path(out_dir), text, size)
     return rows
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Fail before any work, in one line naming ``out=``, if the results could not be written."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as err:
+        raise OSError(f"out={str(out_dir)!r}: cannot write there ({err.strerror or err})") from None
 
 
 def _record(env: TrialEnvFactory, agent, policy, tasks, n: int, seed: int, key: str, stem: Path):
