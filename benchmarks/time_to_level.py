@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     final = rows[-1]
     print(f"\n{cfg.experiment}: meta-test on {callback.num_tasks} {args.task_set} tasks; random {low:.2f}, "
           f"strongest baseline {best_name} {high:.2f}; start-up {StartUp.seconds:.0f} s")
-    print(f"| share of gap | level | frames | seconds |\n|---|---|---|---|")
+    print("| share of gap | level | frames | seconds |\n|---|---|---|---|")
     for lv in levels:
         f = "not reached" if lv["frames"] is None else f"{lv['frames'] / 1e6:.2f}M"
         s = "–" if lv["seconds"] is None else f"{lv['seconds']:.0f}"

@@ -33,7 +33,7 @@ from torchrl.envs.utils import ExplorationType
 
 from rl2_lightning.components import Range
 from rl2_lightning.evaluation.report import per_episode_figure
-from rl2_lightning.evaluation.scoring import play_task_set, summarize
+from rl2_lightning.evaluation.scoring import score_on_tasks, seeded, summarize
 
 
 class Exploration(Enum):
@@ -84,7 +84,7 @@ class MetaTestCallback(Callback):
         task_set: TaskSet = TaskSet.heldout,
         num_tasks: PositiveInt = 1000,
         exploration: Exploration = Exploration.random,
-        seed: int = 12345,
+        seed: int = 0,
         run_dir: str | None = None,
         baselines: bool = True,
         batch_size: Optional[PositiveInt] = None,
@@ -127,20 +127,19 @@ class MetaTestCallback(Callback):
         """Per-episode returns ``[num_tasks, episodes_per_trial]`` of the current actor."""
         was_training = pl_module.training
         pl_module.eval()
-        returns = self._play(pl_module, pl_module.actor)
+        returns = self._play(pl_module, pl_module.actor, "rl2")
         pl_module.train(was_training)
         return returns
 
-    def _play(self, pl_module: LightningModule, policy) -> torch.Tensor:
-        """Per-episode returns of ``policy`` on the task set, with the evaluation's own seeds."""
+    def _play(self, pl_module: LightningModule, policy, key: str) -> torch.Tensor:
+        """Per-episode returns of ``policy`` on the task set, seeded as the evaluation command seeds
+        ``key`` (:func:`~rl2_lightning.evaluation.scoring.seeded`): the same tasks, in the same order,
+        with the same random numbers every time."""
         if self.env is None:
             self._build(pl_module)
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
-            self.env.base_env.simulator.seed(self.seed)
-            # the same tasks, in the same order, every time
-            returns, self.steps = play_task_set(self.env, policy, self.tasks, self.exploration)
+        returns, self.steps = score_on_tasks(
+            self.env, policy, self.tasks, key=key, seed=self.seed, task_set=self.task_set, exploration=self.exploration
+        )
         return returns
 
     @torch.no_grad()
@@ -155,7 +154,7 @@ class MetaTestCallback(Callback):
             setting = baseline_setting(pl_module.env.simulator) if self.baselines else None
             if setting is not None:
                 for key, make in baseline_policies(setting, self.episodes_per_trial).items():
-                    self.baseline_curves[key] = self._play(pl_module, make()).double().mean(0).cpu()
+                    self.baseline_curves[key] = self._play(pl_module, make(), key).double().mean(0).cpu()
         return self.baseline_curves
 
     @torch.no_grad()
@@ -171,10 +170,7 @@ class MetaTestCallback(Callback):
         self.video_env.base_env.use_tasks(self.tasks[:1])
         was_training = pl_module.training
         pl_module.eval()
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), set_exploration_type(self.exploration):
-            torch.manual_seed(self.seed)
-            self.video_env.base_env.simulator.seed(self.seed)
+        with seeded(self.video_env, "rl2", self.seed, self.task_set), set_exploration_type(self.exploration):
             trial = record_trial(self.video_env, pl_module.actor)
         pl_module.train(was_training)
         return trial

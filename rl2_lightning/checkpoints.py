@@ -14,12 +14,18 @@
   user registered (:func:`trust_targets`), or ones of the config the user composed for this run.
 - **Resuming and warm starts**: the stored config is compared with the run's (:func:`check_trained_on`),
   and :func:`warm_start_weights` / :func:`apply_warm_start` carry weights into a fresh module.
+- **Shipped policies** (``data/pretrained/<preset>.pt``, :func:`export_policy`, :func:`load_pretrained`):
+  tensors and plain data only (the config nodes of env, model and algorithm, the actor's and critic's
+  weights, the frames trained, the setting, a SHA-256 of the weights); ``manifest.json`` records every
+  file's SHA-256 over its bytes, so over the stored config as well as the weights, and loading checks
+  the bytes against it before parsing anything. :mod:`rl2_lightning.pretrained` is the model zoo's command.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -313,9 +319,7 @@ def warm_start_weights(source: str, cfg: DictConfig) -> tuple[dict[str, torch.Te
     not in anything that changes a weight's shape, which :func:`apply_warm_start` refuses in one line."""
     what = f"init_from={source!r}"
     if source.startswith("pretrained:"):
-        from rl2_lightning import pretrained
-
-        record = pretrained.read_record(source.split(":", 1)[1])
+        record = read_record(source.split(":", 1)[1])
         hparams, state, frames = record["hyper_parameters"], record["state_dict"], int(record["frames"])
     else:
         ckpt = read_checkpoint(Path(source), arg="init_from", trust=bool(cfg.get("trust_checkpoint", False)))
@@ -341,3 +345,99 @@ def apply_warm_start(module, state: dict[str, torch.Tensor], frames: int, source
         raise ValueError(f"init_from={source!r} has no weight {missing[0]} for this config's agent")
     module.load_state_dict(state, strict=False)
     module.frames.fill_(frames)
+
+
+# ----------------------------------------------------------------------------------------- shipped policies
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
+MANIFEST = PRETRAINED_DIR / "manifest.json"
+
+
+def weights_checksum(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
+    """``{preset: {"file", "sha256", "setting", "frames", "note"}}`` (empty when nothing is shipped)."""
+    path = directory / MANIFEST.name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def export_policy(
+    ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_DIR, seconds: float | None = None,
+    warm_start: str | None = None,
+) -> Path:
+    """Write the compact file of a training checkpoint for ``preset`` and record it in the manifest, with
+    the training's wall-clock ``seconds`` (all stages, warm starts included) and what it was warm-started from."""
+    source = read_checkpoint(Path(ckpt), arg="export")
+    module = build_module(source["hyper_parameters"], f"export {ckpt}")
+    load_networks(module, source["state_dict"], f"export {ckpt}")
+    state = {k: v for k, v in module.state_dict().items() if k.startswith(("actor.", "critic."))}
+    spec = module.env.spec_env()
+    setting = spec.simulator.setting(module.env.episodes_per_trial)
+    spec.close()
+    hparams = {k: module.hparams[k] for k in ("env", "model", "algo", "optimizer")}
+    record = {
+        "preset": preset, "setting": setting, "hyper_parameters": hparams, "state_dict": state,
+        "frames": int(module.frames), "sha256": weights_checksum(state), "note": note,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{preset}.pt"
+    torch.save(record, path)
+    manifest = read_manifest() if out_dir == PRETRAINED_DIR else {}
+    entry = {"file": path.name, "sha256": record["sha256"], "file_sha256": file_sha256(path), "setting": setting,
+             "frames": record["frames"], "note": note}
+    if seconds is not None:
+        entry["train_seconds"] = float(seconds)
+    if warm_start:
+        entry["warm_start"] = warm_start
+    if manifest.get(preset, {}).get("sha256") == entry["sha256"]:  # the same weights: keep their recorded score
+        entry = {**manifest[preset], **entry}
+    manifest[preset] = entry
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_record(preset: str, directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
+    """The shipped record of ``preset``: its bytes checked against the manifest before anything is parsed,
+    then loaded with ``weights_only=True``, its weights checked against their own checksum."""
+    manifest = read_manifest(directory)
+    if preset not in manifest:
+        have = ", ".join(sorted(manifest)) or "none"
+        raise FileNotFoundError(f"ckpt=pretrained: no shipped policy for {preset} (shipped: {have})")
+    entry = manifest[preset]
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt=pretrained: {path} is missing")
+    data = path.read_bytes()
+    if "file_sha256" not in entry or hashlib.sha256(data).hexdigest() != entry["file_sha256"]:
+        raise ValueError(f"ckpt=pretrained: {path} does not match its checksum in {directory / 'manifest.json'}; refused unread")
+    record = load_bytes(data, f"ckpt=pretrained: {path}")
+    if not isinstance(record, dict) or "state_dict" not in record or "hyper_parameters" not in record:
+        raise ValueError(f"ckpt=pretrained: {path} is not a shipped policy")
+    digest = weights_checksum(record["state_dict"])
+    if digest != record.get("sha256") or digest != entry["sha256"]:
+        raise ValueError(f"ckpt=pretrained: {path} does not match its checksum in {directory / 'manifest.json'}")
+    return record
+
+
+def load_pretrained(preset: str, directory: Path = PRETRAINED_DIR):
+    """The shipped RL² module of ``preset`` (:func:`read_record`; one-line errors for a preset without a
+    shipped policy, a file that does not match, or a stored config naming a foreign ``_target_``)."""
+    record = read_record(preset, directory)
+    path = directory / read_manifest(directory)[preset]["file"]
+    module = build_module(record["hyper_parameters"], f"ckpt=pretrained: {path}")
+    load_networks(module, record["state_dict"], f"ckpt=pretrained: {path}")
+    module.frames.fill_(record["frames"])
+    module.pretrained = record
+    return module.eval()

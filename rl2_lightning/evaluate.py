@@ -54,7 +54,7 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
     mt = cfg.callbacks.get("metatest") or {}
     return evaluate(
         env, {"rl2": module.actor} if module is not None else {}, out or "outputs/evaluate",
-        agent=module.agent if module is not None else None, seed=cfg.seed,
+        agent=module.agent if module is not None else None, seed=mt.get("seed", 0),
         num_tasks=mt.get("num_tasks"),
         batch_size=mt.get("batch_size") or (8 if env.simulator_class.own_pools else None),
         episodes_per_trial=mt.get("episodes_per_trial"),

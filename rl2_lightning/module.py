@@ -20,7 +20,6 @@ from lightning import LightningModule
 from tensordict import TensorDictBase
 
 from rl2_lightning.algos.base import LRSchedule, UpdateContext
-from rl2_lightning.ppo import explained_variance, returns_per_episode
 
 #: optimizer used when a config (or a checkpoint) names none
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "eps": 1e-5}
@@ -219,3 +218,24 @@ def upgrade_hparams(env: dict, model: dict, algo: dict) -> tuple[dict, dict, dic
     if "_target_" not in algo:
         algo = {"_target_": "rl2_lightning.algos.PPO", "_partial_": True, **algo}
     return env, model, algo
+
+
+def explained_variance(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``1 - Var[target - prediction] / Var[target]`` (nan when the target is constant)."""
+    var = target.var()
+    return 1 - (target - prediction).var() / var if var > 0 else torch.full_like(var, float("nan"))
+
+
+def returns_per_episode(
+    reward: torch.Tensor, episode_index: torch.Tensor, trial_done: torch.Tensor, episodes_per_trial: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean total reward per trial and mean reward of each episode index, over the trials of a batch.
+
+    Inputs are ``[B, T, 1]``: the step rewards, the episode index of each step's observation and the
+    trial-end flags. Works for rows holding several trials (no-reset ablation) as well.
+    """
+    num_trials = trial_done.sum().clamp(min=1)
+    idx = episode_index.reshape(-1).clamp(max=episodes_per_trial - 1)
+    per_episode = torch.zeros(episodes_per_trial, dtype=reward.dtype, device=reward.device)
+    per_episode.scatter_add_(0, idx, reward.reshape(-1))
+    return reward.sum() / num_trials, per_episode / num_trials

@@ -11,118 +11,28 @@ frames trained, the setting's name and a SHA-256 of the weights. ``data/pretrain
 every file's SHA-256 over its bytes (so over the stored config as well as the weights), setting and
 provenance. Loading checks the bytes against the manifest *before* parsing anything, then unpickles with
 ``weights_only=True`` and instantiates only the project's own ``_target_``s
-(:mod:`rl2_lightning.checkpoints`): a file that does not match is refused in one line and never run.
+(:mod:`rl2_lightning.checkpoints`, which holds the file format): a file that does not match is refused in
+one line and never run.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
-MANIFEST = PRETRAINED_DIR / "manifest.json"
-
-
-def weights_checksum(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        value = state[key].detach().cpu().contiguous()
-        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def read_manifest(directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
-    """``{preset: {"file", "sha256", "setting", "frames", "note"}}`` (empty when nothing is shipped)."""
-    path = directory / MANIFEST.name
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def export(
-    ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_DIR, seconds: float | None = None,
-    warm_start: str | None = None,
-) -> Path:
-    """Write the compact file of a training checkpoint for ``preset`` and record it in the manifest, with
-    the training's wall-clock ``seconds`` (all stages, warm starts included) and what it was warm-started from."""
-    from rl2_lightning.checkpoints import build_module, load_networks, read_checkpoint
-
-    source = read_checkpoint(Path(ckpt), arg="export")
-    module = build_module(source["hyper_parameters"], f"export {ckpt}")
-    load_networks(module, source["state_dict"], f"export {ckpt}")
-    state = {k: v for k, v in module.state_dict().items() if k.startswith(("actor.", "critic."))}
-    spec = module.env.spec_env()
-    setting = spec.simulator.setting(module.env.episodes_per_trial)
-    spec.close()
-    hparams = {k: module.hparams[k] for k in ("env", "model", "algo", "optimizer")}
-    record = {
-        "preset": preset, "setting": setting, "hyper_parameters": hparams, "state_dict": state,
-        "frames": int(module.frames), "sha256": weights_checksum(state), "note": note,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{preset}.pt"
-    torch.save(record, path)
-    manifest = read_manifest() if out_dir == PRETRAINED_DIR else {}
-    entry = {"file": path.name, "sha256": record["sha256"], "file_sha256": file_sha256(path), "setting": setting,
-             "frames": record["frames"], "note": note}
-    if seconds is not None:
-        entry["train_seconds"] = float(seconds)
-    if warm_start:
-        entry["warm_start"] = warm_start
-    if manifest.get(preset, {}).get("sha256") == entry["sha256"]:  # the same weights: keep their recorded score
-        entry = {**manifest[preset], **entry}
-    manifest[preset] = entry
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_record(preset: str, directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
-    """The shipped record of ``preset``: its bytes checked against the manifest before anything is parsed,
-    then loaded with ``weights_only=True``, its weights checked against their own checksum."""
-    from rl2_lightning.checkpoints import load_bytes
-
-    manifest = read_manifest(directory)
-    if preset not in manifest:
-        have = ", ".join(sorted(manifest)) or "none"
-        raise FileNotFoundError(f"ckpt=pretrained: no shipped policy for {preset} (shipped: {have})")
-    entry = manifest[preset]
-    path = directory / entry["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt=pretrained: {path} is missing")
-    data = path.read_bytes()
-    if "file_sha256" not in entry or hashlib.sha256(data).hexdigest() != entry["file_sha256"]:
-        raise ValueError(f"ckpt=pretrained: {path} does not match its checksum in {directory / 'manifest.json'}; refused unread")
-    record = load_bytes(data, f"ckpt=pretrained: {path}")
-    if not isinstance(record, dict) or "state_dict" not in record or "hyper_parameters" not in record:
-        raise ValueError(f"ckpt=pretrained: {path} is not a shipped policy")
-    digest = weights_checksum(record["state_dict"])
-    if digest != record.get("sha256") or digest != entry["sha256"]:
-        raise ValueError(f"ckpt=pretrained: {path} does not match its checksum in {directory / 'manifest.json'}")
-    return record
-
-
-def load(preset: str, directory: Path = PRETRAINED_DIR):
-    """The shipped RL² module of ``preset`` (:func:`read_record`; one-line errors for a preset without a
-    shipped policy, a file that does not match, or a stored config naming a foreign ``_target_``)."""
-    from rl2_lightning.checkpoints import build_module, load_networks
-
-    record = read_record(preset, directory)
-    path = directory / read_manifest(directory)[preset]["file"]
-    module = build_module(record["hyper_parameters"], f"ckpt=pretrained: {path}")
-    load_networks(module, record["state_dict"], f"ckpt=pretrained: {path}")
-    module.frames.fill_(record["frames"])
-    module.pretrained = record
-    return module.eval()
+from rl2_lightning.checkpoints import (  # noqa: F401 - the model zoo's names
+    MANIFEST,
+    PRETRAINED_DIR,
+    export_policy as export,
+    file_sha256,
+    load_pretrained as load,
+    read_manifest,
+    read_record,
+    weights_checksum,
+)
 
 
 def score(preset: str, num_tasks: int | None = None, seed: int = 0) -> dict[str, float]:

@@ -120,7 +120,7 @@ def test_the_mazes_are_refused_in_one_line():
 def test_an_rl3_preset_trains_tiny_with_every_memory_and_algorithm(model, algo, tmp_path):
     from rl2_lightning.train import train
 
-    cfg = compose_cfg([f"conf=tabular_n10_rl3", f"model={model}", f"algo={algo}", f"runs_dir={tmp_path}",
+    cfg = compose_cfg(["conf=tabular_n10_rl3", f"model={model}", f"algo={algo}", f"runs_dir={tmp_path}",
                        "env.episodes_per_trial=2", "callbacks.metatest.num_tasks=8"])
     out = train(cfg)
     spec = out["module"].env.spec_env()

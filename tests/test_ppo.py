@@ -1,4 +1,4 @@
-"""PPO maths over whole trials (rl2_lightning/ppo.py and the module's GAE set-up), by hand."""
+"""The maths over whole trials (trial GAE and minibatches in rl2_lightning/algos/base.py, the logged statistics in rl2_lightning/module.py), by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import torch
 from tensordict import TensorDict
 from trainkit import compose_cfg, module_of
 
-from rl2_lightning.ppo import explained_variance, minibatch_indices, next_trial_values, returns_per_episode
+from rl2_lightning.algos.base import minibatch_indices, next_trial_values
+from rl2_lightning.module import explained_variance, returns_per_episode
 
 
 def col(*xs, dtype=torch.float32):

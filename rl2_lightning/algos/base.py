@@ -19,7 +19,6 @@ from torchrl.modules import set_recurrent_mode
 from torchrl.objectives.value import GAE
 
 from rl2_lightning.components import Range
-from rl2_lightning.ppo import next_trial_values
 
 Unit = Annotated[float, Range(0.0, 1.0)]
 Positive = Annotated[float, Range(0.0, None, low_open=True)]
@@ -184,3 +183,20 @@ def normalized_advantage(minibatch: TensorDictBase) -> torch.Tensor:
 def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean of per-step values ``x`` over the valid steps (``valid`` is ``[B, T]``)."""
     return (x.reshape(valid.shape) * valid).sum() / valid.sum().clamp(min=1)
+
+
+def next_trial_values(values: torch.Tensor, trial_done: torch.Tensor) -> torch.Tensor:
+    """Value of the next state within the same trial: ``V(s_{t+1})``, and 0 where the trial ends.
+
+    ``values`` and ``trial_done`` are ``[B, T, 1]``; each row is one whole trial (or, for the no-reset
+    ablation, consecutive whole trials), so the row's last step always ends a trial. Inner episode ends
+    are *not* boundaries: the trial's return flows across them (DESIGN.md §3.4).
+    """
+    shifted = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+    return shifted.masked_fill(trial_done, 0.0)
+
+
+def minibatch_indices(num_trials: int, num_minibatches: int, generator: torch.Generator | None = None):
+    """A random partition of the trial axis into ``num_minibatches`` nearly equal index sets."""
+    perm = torch.randperm(num_trials, generator=generator)
+    return list(torch.tensor_split(perm, num_minibatches))

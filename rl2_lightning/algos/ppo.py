@@ -19,9 +19,9 @@ from rl2_lightning.algos.base import (
     UpdateContext,
     critic_after_actor,
     masked_mean,
+    minibatch_indices,
     normalized_advantage,
 )
-from rl2_lightning.ppo import minibatch_indices
 
 
 class GradClip(Enum):

@@ -31,8 +31,15 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.modules import set_recurrent_mode
 
-from rl2_lightning.algos.base import NonNegative, Positive, PositiveInt, TrialAlgorithm, Unit, UpdateContext
-from rl2_lightning.ppo import minibatch_indices
+from rl2_lightning.algos.base import (
+    NonNegative,
+    Positive,
+    PositiveInt,
+    TrialAlgorithm,
+    Unit,
+    UpdateContext,
+    minibatch_indices,
+)
 
 # ---------------------------------------------------------------------------------------------- maths
 

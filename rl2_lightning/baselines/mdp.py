@@ -35,7 +35,6 @@ state instead): it updates the reward posterior only, as in TabulaRL.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from tensordict import TensorDictBase

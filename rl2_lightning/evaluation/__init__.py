@@ -15,10 +15,9 @@ import torch
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from rl2_lightning.envs import TrialEnvFactory
-from rl2_lightning.envs.tasks import derive_seed
 from rl2_lightning.evaluation import report
 from rl2_lightning.evaluation.paper import PAPER_RESULTS
-from rl2_lightning.evaluation.scoring import mean_ci95, play_task_set
+from rl2_lightning.evaluation.scoring import mean_ci95, score_on_tasks, seeded
 
 
 def setting_policies(env: TrialEnvFactory, episodes_per_trial: int, baselines: bool = True) -> dict[str, object]:
@@ -101,11 +100,9 @@ def evaluate(
     try:
         for key, policy in todo.items():
             start = time.perf_counter()
-            play.base_env.simulator.seed(derive_seed(seed, task_set, "dynamics"))
-            torch.manual_seed(derive_seed(seed, "evaluate", key))
             if _is_factory(policy):
                 policy = policy()
-            returns, steps = play_task_set(play, policy, tasks, ExplorationType.RANDOM)
+            returns, steps = score_on_tasks(play, policy, tasks, key=key, seed=seed, task_set=task_set)
             mean, ci = mean_ci95(returns.sum(-1))
             row = {
                 "key": key, "method": display_name(key), "mean": mean, "ci95": ci,
@@ -152,9 +149,7 @@ def _record(env: TrialEnvFactory, agent, policy, tasks, n: int, seed: int, key: 
         if agent is not None:
             one = agent.attach_to(one)
         one.base_env.use_tasks(tasks[:1])
-        one.base_env.simulator.seed(derive_seed(seed, "heldout", "dynamics"))
-        torch.manual_seed(derive_seed(seed, "evaluate", key))
-        with set_exploration_type(ExplorationType.RANDOM):
+        with seeded(one, key, seed, "heldout"), set_exploration_type(ExplorationType.RANDOM):
             trial = record_trial(one, policy)
         return save_trial_media(trial["layout"], trial["observation"], trial["position"], trial["episode_index"], stem)
     finally:

@@ -63,6 +63,35 @@ def play_task_set(
     return torch.cat(returns)[: len(tasks)], torch.cat(steps)[: len(tasks)]
 
 
+def seeded(env: EnvBase, key: str, seed: int, task_set: str):
+    """The one seeding of every scored play (meta-test callback, evaluation command, recordings): the
+    dynamics from ``(seed, task_set)``, the policy's sampling from ``(seed, key)``, inside a fork of
+    torch's global random state so that training's streams are untouched. The same ``seed`` therefore
+    gives a policy the same score in a training run's meta-test and in the evaluation command."""
+    from contextlib import contextmanager
+
+    from rl2_lightning.envs.tasks import derive_seed
+
+    @contextmanager
+    def scope():
+        devices = [env.device] if getattr(env, "device", None) is not None and env.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            getattr(env, "base_env", env).simulator.seed(derive_seed(seed, task_set, "dynamics"))
+            torch.manual_seed(derive_seed(seed, "evaluate", key))
+            yield
+
+    return scope()
+
+
+def score_on_tasks(
+    env: EnvBase, policy, tasks: TensorDictBase, *, key: str, seed: int, task_set: str,
+    exploration: ExplorationType = ExplorationType.RANDOM,
+) -> tuple[torch.Tensor, TensorDictBase]:
+    """:func:`play_task_set` under :func:`seeded`: what every caller that scores a policy uses."""
+    with seeded(env, key, seed, task_set):
+        return play_task_set(env, policy, tasks, exploration)
+
+
 def mean_ci95(x: torch.Tensor) -> tuple[float, float]:
     """Mean and half-width of the normal-approximation 95% confidence interval of a sample."""
     x = x.double().flatten()
