@@ -458,3 +458,24 @@ def test_record_trial_reports_positions_and_episode_indices(maze_env):
     assert trial["observation"].shape == (12, 3, 30, 40) and trial["position"].shape == (12, 3)
     assert (trial["episode_index"] == 0).all() and trial["layout"] is not None
     assert np.abs(np.diff(trial["position"][:, :2], axis=0)).sum() > 0  # random actions move or turn
+
+
+@pytest.mark.maze
+def test_a_maze_evaluation_closes_its_engines_without_crash_reports(tmp_path):
+    """The trained maze checkpoint plays two held-out mazes (and records one) through the evaluation
+    command: the engines are closed cleanly, with no ViZDoom "Fatal Error" block on stderr."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("vizdoom")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl2_lightning.evaluate", "conf=maze_5x5", "+recipe=maze",
+         "ckpt=data/training/maze_5x5/last.ckpt", "callbacks.metatest.num_tasks=2",
+         "callbacks.metatest.batch_size=2", f"out={tmp_path}"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Fatal Error" not in proc.stderr and "signal 11" not in proc.stderr
+    assert (tmp_path / "trial_rl2.gif").is_file()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from rl2_lightning.evaluation.scoring import navigation_metrics
+from rl2_lightning.envs.maze.metrics import navigation_metrics
 
 
 def rollout(episodes: list[list[tuple[int, bool]]], steps: int) -> TensorDict:

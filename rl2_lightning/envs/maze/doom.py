@@ -30,7 +30,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from rl2_lightning.components import Range
-from rl2_lightning.evaluation.scoring import navigation_metrics
+from rl2_lightning.envs.maze.metrics import navigation_metrics
 from rl2_lightning.envs.maze.layout import check_pool, check_size, distribution_name, load_pool
 from rl2_lightning.envs.maze.wad import ensure_wad, map_name
 from rl2_lightning.envs.trial import EngineRestarted, TaskSimulator
