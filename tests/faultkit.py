@@ -4,7 +4,8 @@
 
 faults: ``kill9-after-metatest`` (SIGKILL at the end of epoch 1, after its meta-test row and before
 its checkpoint), ``sigterm:<iteration>`` / ``sigint:<iteration>`` (the signal arrives inside the first
-PPO update of that iteration, counted from 0, of epoch 1), ``none``.
+PPO update of that iteration, counted from 0, of epoch 1), ``group-sigint-metatest`` (SIGINT to the whole
+process group, engines included, as a terminal sends it, while epoch 1's meta-test plays), ``none``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,33 @@ class Fault(L.Callback):
             os.kill(os.getpid(), sig)
 
 
+def signal_group_during_metatest() -> None:
+    """Make epoch 1's meta-test send SIGINT to this process's whole group once its trials are under way."""
+    from callbacks import MetaTestCallback
+    from rl2_lightning.evaluation import scoring
+
+    real = scoring.play_trials
+    state = {"epoch": 0, "sent": False}
+
+    def play_and_interrupt(env, policy, max_steps, exploration=scoring.ExplorationType.RANDOM):
+        if state["epoch"] == 1 and not state["sent"]:
+            state["sent"] = True
+            env.reset()  # the engines are running
+            os.killpg(os.getpgrp(), signal.SIGINT)
+        return real(env, policy, max_steps, exploration)
+
+    evaluate = MetaTestCallback.evaluate
+
+    def counted(self, pl_module):
+        state["epoch"] = pl_module.trainer.current_epoch
+        return evaluate(self, pl_module)
+
+    scoring.play_trials = play_and_interrupt
+    MetaTestCallback.evaluate = counted
+
+
 if __name__ == "__main__":
     fault, overrides = sys.argv[1], sys.argv[2:]
+    if fault == "group-sigint-metatest":
+        signal_group_during_metatest()
     train(compose_cfg(overrides), extra_callbacks=[Fault(fault)])

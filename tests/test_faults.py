@@ -412,3 +412,33 @@ def test_a_second_ctrl_c_stops_at_once_with_status_130_and_keeps_the_last_checkp
     assert "second Ctrl-C: stopping now" in proc.stderr and "Traceback" not in proc.stderr
     (run,) = (tmp_path / "hurt").iterdir()
     assert is_intact(run / "checkpoints" / "last.ckpt")  # epoch 0's, untouched
+
+
+MAZE = ["conf=maze_5x5", "env.num_envs=2", "env.simulator.horizon=6", "callbacks.metatest.num_tasks=2",
+        "callbacks.metatest.batch_size=2", "callbacks.metatest.every_n_epochs=1", "callbacks.metatest.video_frames=0",
+        "trainer.max_epochs=3", "threads=1", "seed=5"]
+
+
+def engine_pids() -> set[int]:
+    proc = subprocess.run(["pgrep", "-f", "vizdoom"], capture_output=True, text=True)
+    return {int(p) for p in proc.stdout.split()}
+
+
+@pytest.mark.maze
+def test_a_group_sigint_during_a_maze_meta_test_checkpoints_closes_the_engines_and_resumes_identically(tmp_path):
+    pytest.importorskip("vizdoom")
+    reference = train(compose_cfg([*MAZE, f"runs_dir={tmp_path / 'ref'}", "experiment=ref"]))
+    before = engine_pids()
+    proc = subprocess.run(  # its own process group, as a terminal's foreground job: the signal hits it all
+        [sys.executable, "tests/faultkit.py", "group-sigint-metatest", *MAZE, f"runs_dir={tmp_path}", "experiment=hurt"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, start_new_session=True,
+    )
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Ctrl-C: stopped after iteration 1 of epoch 2" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Fatal Error" not in proc.stderr
+    assert engine_pids() <= before  # no engine left behind
+    (run,) = (tmp_path / "hurt").iterdir()
+    assert epochs_in_csv(run) == [0, 1]  # epoch 1's meta-test finished despite the signal
+    resumed = train(compose_cfg([*MAZE, f"runs_dir={tmp_path}", "experiment=hurt", "ckpt_path=latest"]))
+    assert epochs_in_csv(run) == [0, 1, 2]
+    assert_same_params(params(reference["module"]), params(resumed["module"]))

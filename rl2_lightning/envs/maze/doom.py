@@ -114,9 +114,13 @@ def _launcher() -> str:
     scratch = tempfile.mkdtemp(prefix="rl2_lightning_vizdoom-")  # mode 0o700, a name nobody else holds
     real = os.path.join(os.path.dirname(vzd.__file__), "vizdoom")
     path = os.path.join(scratch, "vizdoom_launcher.sh")
+    # The engine gets a session of its own (setsid): a Ctrl-C or SIGTERM sent to the terminal's or the
+    # job's process group reaches the trainer, which finishes its work, checkpoints and closes the
+    # engines, instead of killing the engines in the middle of a meta-test.
+    session = "setsid " if shutil.which("setsid") else ""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
     with os.fdopen(fd, "w") as f:
-        f.write(f'#!/bin/sh\ncd "{scratch}" || exit 1\nexec "{real}" "$@"\n')
+        f.write(f'#!/bin/sh\ncd "{scratch}" || exit 1\nexec {session}"{real}" "$@"\n')
     pid = os.getpid()
     _SCRATCH = (pid, path)
 
