@@ -19,5 +19,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from rl2_lightning.config import check_preset
+
     with one_line_errors():  # errors Hydra raises before main() runs, e.g. an unusable runs_dir
+        check_preset(sys.argv[1:])  # an unknown preset in one line, not Hydra's page of options
         main()

@@ -77,6 +77,11 @@ def validate(cfg: DictConfig) -> None:
         instantiate(cfg.env)
     except InstantiationException as err:
         raise (err.__cause__ if isinstance(err.__cause__, ValueError) else ValueError(str(err))) from None
+    if cfg.optimizer is not None and "lr" in cfg.optimizer:
+        raise ValueError(
+            f"optimizer.lr={cfg.optimizer.lr} would have no effect: every parameter group has its own rate; "
+            "set algo.actor_lr and algo.critic_lr instead"
+        )
     num_envs = cfg.env.num_envs
     for key in ("minibatches", "critic_minibatches"):
         value = cfg.algo.get(key)

@@ -27,10 +27,15 @@ def _hydra_errors() -> tuple[type[BaseException], ...]:
 
 
 def first_line(err: BaseException) -> str:
-    """The message of an error on one line (Hydra's composition errors span several)."""
+    """The message of an error on one line (Hydra's composition errors span several), with the reason
+    it wraps: Hydra's ``Error in call to target 'X':`` keeps the exception that target raised."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     line = lines[0] if lines else type(err).__name__
-    return re.sub(r"^\w+ raised while resolving interpolation: ", "", line)
+    line = re.sub(r"^\w+ raised while resolving interpolation: ", "", line)
+    cause = err.__cause__
+    if cause is not None and line.endswith(":"):
+        line = f"{line} {type(cause).__name__}: {first_line(cause)}"
+    return line
 
 
 @contextlib.contextmanager

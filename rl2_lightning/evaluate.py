@@ -36,6 +36,8 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
 
     args = dict(a.split("=", 1) for a in overrides if a.split("=", 1)[0] in ("ckpt", "out"))
     cfg = compose([a for a in overrides if a.split("=", 1)[0] not in ("ckpt", "out")])
+    if cfg.threads is not None:  # as in training: 1 is fastest when the CPU is shared
+        torch.set_num_threads(cfg.threads)
     env = instantiate(cfg.env)
     module, out = None, args.get("out")
     if args.get("ckpt") == "pretrained":  # the shipped policy of this preset (data/pretrained/)

@@ -173,4 +173,23 @@ def _fit(cfg: DictConfig, ckpt_path: Path | None, run_dir: Path, warm, extra_cal
     except SIGTERMException:  # Lightning's own stop after an epoch's checkpoint: same exit status as ours
         raise TrainingStopped(143) from None
     metatest = next((c for c in callbacks if isinstance(c, MetaTestCallback)), None)
+    if metatest is not None and metatest.last is not None:
+        say(end_of_run_line(metatest, int(module.frames), run_dir))
+        if logger:  # TensorBoard's hparams view: the run's result instead of the placeholder -1
+            logger.log_metrics({"hp_metric": metatest.last["trial_return"]}, step=int(module.frames))
     return {"module": module, "trainer": trainer, "metatest": metatest.last if metatest else None, "run_dir": run_dir}
+
+
+def end_of_run_line(metatest: MetaTestCallback, frames: int, run_dir: Path) -> str:
+    """The run's result in one line: the last meta-test's trial return ± 95% CI, the best classical
+    baseline on the same tasks (where the family has them), the frames, and the checkpoint to use."""
+    last = metatest.last
+    line = (f"result: meta-test trial return {last['trial_return']:.2f} ± {last['trial_return_ci95']:.2f} "
+            f"({metatest.num_tasks} {metatest.task_set} tasks, {frames:,} frames)")
+    curves = metatest.baseline_curves or {}
+    if curves:
+        from rl2_lightning.baselines.registry import display_name
+
+        key, curve = max(curves.items(), key=lambda kv: float(kv[1].sum()))
+        line += f"; best baseline {display_name(key)} {float(curve.sum()):.2f}"
+    return line + f"; checkpoint {Path(run_dir) / 'checkpoints' / 'last.ckpt'}"

@@ -245,6 +245,8 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["train.py", "env.simulator.num_arms=7"], "error: no heldout task set for bandit_k7"),
         (["train.py", "callbacks.metatest.num_tasks=5000"], "error: callbacks.metatest.num_tasks=5000 is not allowed; the heldout set holds 1000"),
         (["train.py", "runs_dir=/proc/no/such"], "error: runs_dir: cannot create /proc/no/such/bandit_k5_n10"),
+        (["train.py", "conf=nope"], "error: conf=nope is not a preset; choose one of: bandit_k10_n10"),
+        (["train.py", "+optimizer.lr=1e-4"], "error: optimizer.lr=0.0001 would have no effect: every parameter group"),
         (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "callbacks.metatest.num_tasks=5000"],
          "error: callbacks.metatest.num_tasks=5000 is not allowed; the heldout set holds 1000"),
         (["-m", "rl2_lightning.evaluate", "conf=bandit_k5_n10", "out=/proc/no/such"], "error: out='/proc/no/such': cannot write there"),
@@ -442,3 +444,23 @@ def test_a_group_sigint_during_a_maze_meta_test_checkpoints_closes_the_engines_a
     resumed = train(compose_cfg([*MAZE, f"runs_dir={tmp_path}", "experiment=hurt", "ckpt_path=latest"]))
     assert epochs_in_csv(run) == [0, 1, 2]
     assert_same_params(params(reference["module"]), params(resumed["module"]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where a GPU Trainer cannot start")
+def test_an_error_line_keeps_its_cause(tmp_path):
+    proc = cli("train.py", "trainer.accelerator=gpu", f"runs_dir={tmp_path}")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and lines[-1].startswith("error: Error in call to target")
+    assert "MisconfigurationException: No supported gpu backend found" in lines[-1]
+
+
+def test_the_end_of_run_line_holds_the_score_metatest_csv_records(tmp_path):
+    proc = cli("train.py", f"runs_dir={tmp_path}", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+               "env.num_envs=16", "callbacks.metatest.num_tasks=50", "threads=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("result: ")]
+    (run,) = (tmp_path / "bandit_k5_n10").iterdir()
+    with (run / "metatest.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    assert f"trial return {float(last['trial_return']):.2f} ± {float(last['trial_return_ci95']):.2f} (50 heldout tasks" in line
+    assert "best baseline " in line and str(run / "checkpoints" / "last.ckpt") in line
