@@ -137,3 +137,31 @@ def test_greedy_on_the_estimates_beats_random_on_the_tuning_set():
     env = make_trial_env("tabular", 200, 2, task_set="tuning")
     random = env.rollout(20, break_when_any_done=False)["next", "reward"].sum(1).mean().item()
     assert greedy > random + 3 * ci  # random: about 20 per 2-episode trial
+
+
+def test_a_shipped_rl3_policy_loads_by_name_and_a_plain_rl2_preset_refuses_it():
+    from rl2_lightning.checkpoints import check_trained_on
+    from rl2_lightning.pretrained import load
+
+    module = load("tabular_n10_rl3")
+    check_trained_on(module.hparams, compose_cfg(["conf=tabular_n10_rl3"], tiny=False), ("env",), "tabular_n10_rl3")
+    with pytest.raises(ValueError, match=r"was trained with env\.inner_estimates=True, but the config has False") as info:
+        check_trained_on(module.hparams, compose_cfg(["conf=tabular_n10"], tiny=False), ("env",), "ckpt=pretrained")
+    assert "\n" not in str(info.value)
+    rl2 = load("tabular_n10")  # and the other way round: an RL² policy under an RL³ preset
+    with pytest.raises(ValueError, match=r"env\.inner_estimates=False, but the config has True"):
+        check_trained_on(rl2.hparams, compose_cfg(["conf=tabular_n10_rl3"], tiny=False), ("env",), "ckpt=pretrained")
+
+
+def test_the_mdp_baselines_read_the_state_and_ignore_the_appended_estimates():
+    from hydra.utils import instantiate
+
+    from rl2_lightning.evaluation import evaluate
+
+    def scores(preset):
+        cfg = compose_cfg([f"conf={preset}", "env.episodes_per_trial=2"], tiny=False)
+        return {r["key"]: r["mean"] for r in evaluate(instantiate(cfg.env), num_tasks=50, verbose=False)}
+
+    plain, rl3 = scores("tabular_n10"), scores("tabular_n10_rl3")
+    assert plain.keys() == rl3.keys() and len(plain) > 5
+    assert plain == rl3  # the same tasks, seeds and actions: the features change nothing for them

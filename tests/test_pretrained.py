@@ -27,7 +27,9 @@ def test_each_shipped_policy_loads_matches_its_preset_and_its_checksum(preset):
     cfg = compose_cfg([f"conf={preset}"], tiny=False)
     check_trained_on(module.hparams, cfg, ("env",), preset)  # the preset's setting: family, sizes, trial length
     spec = module.env.spec_env()
-    assert spec.simulator.setting(module.env.episodes_per_trial) == entry["setting"] == preset
+    # the setting is the paper's row; an RL³ policy's preset adds the variant (tabular_n10_rl3)
+    assert spec.simulator.setting(module.env.episodes_per_trial) == entry["setting"] == preset.removesuffix("_rl3")
+    assert module.hparams["env"].get("inner_estimates", False) == preset.endswith("_rl3")
     spec.close()
     assert int(module.frames) == entry["frames"] > 0
 

@@ -90,7 +90,7 @@ class TabularBaseline(Baseline):
     def observe(self, td: TensorDictBase) -> None:  # noqa: D102
         init = td["is_init"].reshape(-1)
         new_episode = td["episode_done"].reshape(-1) | init
-        state = td["observation"].argmax(-1)
+        state = td["observation"][..., : self.num_states].argmax(-1)  # the one-hot state (RL³'s features follow it)
         played = ~init  # a previous step of this trial exists
         if played.any():
             b = torch.arange(self.batch_size, device=state.device)
