@@ -19,7 +19,7 @@ from rl2_lightning.envs import BernoulliBandit, TabularMDP, make_simulator
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "baselines"
 #: method key -> display name (the paper's RL² numbers are matched by the ``rl2`` key)
-DISPLAY_NAMES = {**BANDIT_BASELINES, **TABULAR_BASELINES, "rl2": "RL²"}
+DISPLAY_NAMES = {**BANDIT_BASELINES, **TABULAR_BASELINES, "rl2": "RL²", "rl3": "RL³"}
 
 
 def parse_setting(setting: str) -> tuple[dict, int]:
@@ -41,14 +41,15 @@ def setting_name(setting_kwargs: dict, episodes_per_trial: int) -> str:
     return f"{family}_n{episodes_per_trial}"
 
 
-def setting_env(setting_kwargs: dict, episodes_per_trial: int):
-    """The env component of a setting given as ``{"family": ..., sizes}`` and ``n``."""
+def setting_env(setting_kwargs: dict, episodes_per_trial: int, inner_estimates: bool = False):
+    """The env component of a setting given as ``{"family": ..., sizes}`` and ``n`` (with RL³'s inner
+    estimates appended to the observation when ``inner_estimates``)."""
     from functools import partial
 
     from rl2_lightning.envs import FAMILIES, TrialEnvFactory
 
     kw = dict(setting_kwargs)
-    return TrialEnvFactory(partial(FAMILIES[kw.pop("family")], **kw), episodes_per_trial)
+    return TrialEnvFactory(partial(FAMILIES[kw.pop("family")], **kw), episodes_per_trial, inner_estimates=inner_estimates)
 
 
 def make_baseline(setting_kwargs: dict, episodes_per_trial: int, name: str, prior: str = "paper", **hparams):

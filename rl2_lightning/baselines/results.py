@@ -2,7 +2,7 @@
 
     python -m rl2_lightning.baselines.results            # both tables, all settings
     python -m rl2_lightning.baselines.results --tables 1 # bandits only (prints the time of Table 1)
-    python -m rl2_lightning.baselines.results --reuse --rescore-rl2   # after a full run: re-score the shipped RL² only
+    python -m rl2_lightning.baselines.results --reuse --rescore-rl2   # after a full run: re-score the shipped RL² and RL³ only
 
 Each setting is scored by :func:`rl2_lightning.evaluation.evaluate` (per-setting ``.md``/``.csv``/``.png`` go
 to ``--artifacts``); this script only assembles the tables, the timings and the tuned hyperparameters.
@@ -156,7 +156,7 @@ def _row_cells(rows: list[dict], keys: list[str], with_paper: bool) -> list[str]
     for k in keys:
         r = by_key.get(k)
         if r is None:
-            cells.append("–" if k == "rl2" else "")  # RL²: no shipped policy for the setting yet
+            cells.append("–" if k in ("rl2", "rl3") else "")  # no shipped policy for the setting yet
             continue
         cell = fmt_cell(r["mean"], r["ci95"])
         if r["mean"] == best:
@@ -225,8 +225,8 @@ TRAINING_DIR = ROOT / "data" / "training"
 
 
 def best_baseline(rows: list[dict]) -> dict | None:
-    """The highest-scoring row that is neither RL² nor random."""
-    rivals = [r for r in rows if r["key"] not in ("rl2", "random")]
+    """The highest-scoring row that is neither a meta-learned policy (RL², RL³) nor random."""
+    rivals = [r for r in rows if r["key"] not in ("rl2", "rl3", "random")]
     return max(rivals, key=lambda r: r["mean"]) if rivals else None
 
 
@@ -252,6 +252,28 @@ def cost_table(results: dict[str, list[dict]], manifest: dict, settings: list[st
     return "\n".join(lines)
 
 
+def rl3_cost_table(results: dict[str, list[dict]], manifest: dict, settings: list[str]) -> str:
+    """Per setting with a shipped RL³ policy: its held-out score beside the paper's RL², our RL² and the
+    best baseline, the target (the paper's RL²), and what it cost (warm starts included)."""
+    lines = ["| setting | RL³ (ours) | paper's RL² | RL² (ours) | best baseline | RL³ ≥ paper's RL² | frames | wall-clock | warm start |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for setting in settings:
+        entry = manifest.get(f"{setting}_rl3")
+        rows = {r["key"]: r for r in results.get(setting, [])}
+        if entry is None or "rl3" not in rows:
+            continue
+        rl3, best, paper = rows["rl3"], best_baseline(list(rows.values())), PAPER_RESULTS.get(setting, {}).get("rl2")
+        verdict = "" if paper is None else ("met" if rl3["mean"] >= paper else
+                                           f"missed by {paper - rl3['mean']:.1f} ({'within' if paper - rl3['mean'] <= rl3['ci95'] else 'outside'} the interval)")
+        seconds = entry.get("train_seconds")
+        rl2 = fmt_cell(rows["rl2"]["mean"], rows["rl2"]["ci95"]) if "rl2" in rows else "–"
+        rival = f"{best['method']} {fmt_cell(best['mean'], best['ci95'])}" if best else ""
+        lines.append(f"| {setting} | {fmt_cell(rl3['mean'], rl3['ci95'])} | {paper if paper is not None else ''} | {rl2} | {rival} | "
+                     f"{verdict} | {entry['frames'] / 1e6:.1f}M | {f'{seconds / 60:.0f} min' if seconds else '?'} | "
+                     f"{entry.get('warm_start', '–')} |")
+    return "\n".join(lines)
+
+
 def read_curve(setting: str, training_dir: Path = TRAINING_DIR) -> tuple[list[float], list[float]] | None:
     """Frames and trial return of a setting's training meta-tests (``data/training/<setting>/metatest.csv``)."""
     import csv
@@ -266,8 +288,8 @@ def read_curve(setting: str, training_dir: Path = TRAINING_DIR) -> tuple[list[fl
 
 def curves_figure(results: dict[str, list[dict]], settings: list[str], label, ncols: int, title: str,
                   training_dir: Path = TRAINING_DIR):
-    """One panel per setting: RL²'s tuning-set meta-test against frames, its held-out score at the end
-    (a star), and the held-out levels of the best baseline, random, and the paper's RL²."""
+    """One panel per setting: RL²'s and RL³'s tuning-set meta-tests against frames, their held-out scores
+    at the end (stars), and the held-out levels of the best baseline, random, and the paper's RL²."""
     from rl2_lightning.evaluation.report import _pyplot
 
     plt = _pyplot()
@@ -276,10 +298,12 @@ def curves_figure(results: dict[str, list[dict]], settings: list[str], label, nc
     for ax, setting in zip(axes.flat, settings):
         rows = {r["key"]: r for r in results.get(setting, [])}
         curve = read_curve(setting, training_dir)
-        if curve is not None:
-            ax.plot([f / 1e6 for f in curve[0]], curve[1], color="C0", lw=1.5, label="RL² (tuning-set meta-test)")
-        if "rl2" in rows and curve is not None:
-            ax.plot([curve[0][-1] / 1e6], [rows["rl2"]["mean"]], "*", color="C0", ms=11, label="RL² held-out")
+        for key, name, color, run in (("rl2", "RL²", "C0", setting), ("rl3", "RL³", "C1", f"{setting}_rl3")):
+            line = read_curve(run, training_dir)
+            if line is not None:
+                ax.plot([f / 1e6 for f in line[0]], line[1], color=color, lw=2.0, label=f"{name} (tuning-set meta-test)")
+            if key in rows and line is not None:
+                ax.plot([line[0][-1] / 1e6], [rows[key]["mean"]], "*", color=color, ms=11, label=f"{name} held-out")
         best = best_baseline(list(rows.values()))
         if best is not None:
             ax.axhline(best["mean"], color="C3", ls="--", lw=1, label=f"best baseline ({best['method']})")
@@ -302,19 +326,30 @@ def curves_figure(results: dict[str, list[dict]], settings: list[str], label, nc
 def rescore_rl2(results: dict[str, list[dict]], settings: list[str]) -> None:
     """Replace the RL² rows of ``results`` by the shipped policies' scores on the same tasks and seeds
     (the baselines' rows are kept), and re-mark each row's best."""
-    shipped = read_manifest()
     for setting in settings:
-        if setting not in shipped or setting not in results:
+        if setting not in results:
             continue
-        kw, n = parse_setting(setting)
-        module = load_pretrained(setting)
-        [row] = evaluate(setting_env(kw, n), {"rl2": module.actor}, agent=module.agent, baselines=False, verbose=False)
-        rows = [r for r in results[setting] if r["key"] != "rl2"] + [row]
+        fresh = shipped_rows(setting)
+        if not fresh:
+            continue
+        rows = [r for r in results[setting] if r["key"] not in {f["key"] for f in fresh}] + fresh
         best = max(r["mean"] for r in rows)
         for r in rows:
             r["best"] = r["mean"] == best
         results[setting] = rows
-        print(f"{setting}: RL² {row['mean']:.3f} ± {row['ci95']:.3f}", flush=True)
+        print(f"{setting}: " + ", ".join(f"{r['method']} {r['mean']:.3f} ± {r['ci95']:.3f}" for r in fresh), flush=True)
+
+
+def shipped_rows(setting: str) -> list[dict]:
+    """The rows of the setting's shipped RL² and RL³ policies (``<setting>`` and ``<setting>_rl3``), each on
+    the held-out tasks with the baselines' seeds, RL³ in its own env with the inner estimates."""
+    shipped, rows = read_manifest(), []
+    kw, n = parse_setting(setting)
+    for key, preset, inner in (("rl2", setting, False), ("rl3", f"{setting}_rl3", True)):
+        if preset in shipped:
+            module = load_pretrained(preset)
+            rows += evaluate(setting_env(kw, n, inner), {key: module.actor}, agent=module.agent, baselines=False, verbose=False)
+    return rows
 
 
 def _run_tables(tables: list[int], artifacts: str) -> tuple[dict[str, list[dict]], dict[int, float]]:
@@ -325,14 +360,10 @@ def _run_tables(tables: list[int], artifacts: str) -> tuple[dict[str, list[dict]
         if table not in tables:
             continue
         start = time.perf_counter()
-        shipped = read_manifest()
         for setting in settings:
             kw, n = parse_setting(setting)
-            policies, agent = {}, None
-            if setting in shipped:  # RL²: the setting's shipped policy, on the same tasks and random numbers
-                module = load_pretrained(setting)
-                policies, agent = {"rl2": module.actor}, module.agent
-            results[setting] = evaluate(setting_env(kw, n), policies, out_dir=artifacts, agent=agent, verbose=False)
+            # the baselines, then the shipped RL² and RL³ policies on the same tasks and random numbers
+            results[setting] = evaluate(setting_env(kw, n), {}, out_dir=artifacts, verbose=False) + shipped_rows(setting)
             print(f"{setting}: done at {time.perf_counter() - start:.0f}s", flush=True)
         timings[table] = time.perf_counter() - start
         print(f"Table {table} baselines on 1000 held-out tasks per setting: {timings[table]:.0f} s", flush=True)
@@ -386,11 +417,12 @@ def main(argv: list[str] | None = None) -> None:
         RL2_NOTE,
     ]
     if 1 in timings:
-        keys = list(BANDIT_BASELINES) + ["rl2"]
+        keys = list(BANDIT_BASELINES) + ["rl2", "rl3"]
+        names = [BANDIT_BASELINES.get(k, {"rl2": "RL² (ours)", "rl3": "RL³ (ours)"}.get(k)) for k in keys]
         doc += [
             "## Table 1 — Bernoulli bandits, total reward over n pulls (1000 held-out tasks)",
             "",
-            _table(results, TABLE1, keys, [BANDIT_BASELINES.get(k, "RL² (ours)") for k in keys], ("n, k", _bandit_label)),
+            _table(results, TABLE1, keys, names, ("n, k", _bandit_label)),
             "",
             f"Time for all of Table 1's baselines (9 settings × 7 methods, 1000 tasks each): **{timings[1]:.0f} s** "
             f"on this machine (`python -m rl2_lightning.baselines.results --tables 1`).",
@@ -398,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     if 2 in timings:
         keys = list(TABULAR_BASELINES)
-        names = [TABULAR_BASELINES[k] for k in keys] + ["RL² (ours)"]
+        names = [TABULAR_BASELINES[k] for k in keys] + ["RL² (ours)", "RL³ (ours)"]
         doc += [
             "## Table 2 — tabular MDPs, total reward over n episodes, `paper` priors (1000 held-out MDPs)",
             "",
@@ -407,14 +439,14 @@ def main(argv: list[str] | None = None) -> None:
             "(empirical means and frequencies) for UCRL2, ε-greedy and Greedy; UCRL2 with TabulaRL's in-place "
             "extended value iteration.",
             "",
-            _table(results, TABLE2, keys + ["rl2"], names, ("n", _tabular_label)),
+            _table(results, TABLE2, keys + ["rl2", "rl3"], names, ("n", _tabular_label)),
             "",
             "## Table 2, Bayes-correct prior — the strongest honest baselines for RL²",
             "",
             "Reward means ~ N(1, 1) a priori (the true task prior); hyperparameters tuned for this prior "
             "(Random repeated from the table above). The paper has no such column.",
             "",
-            _table(results, TABLE2, ["random"] + [k + "_bayes" for k in keys[1:]] + ["rl2"], names, ("n", _tabular_label)),
+            _table(results, TABLE2, ["random"] + [k + "_bayes" for k in keys[1:]] + ["rl2", "rl3"], names, ("n", _tabular_label)),
             "",
             f"Time for all of Table 2's baselines (5 settings, both priors): {timings[2]:.0f} s.",
             "",
@@ -427,12 +459,16 @@ def main(argv: list[str] | None = None) -> None:
             "each (two runs shared this 2-core machine at a time), so CPU-hours = wall-clock hours. The curves "
             "are each run's meta-test on the 500-task **tuning** set during training (what was looked at "
             "while training); the star is the shipped policy on the 1000 held-out tasks, as in the tables.", "",
-            cost_table(results, manifest, [s for s in TABLE1 + TABLE2 if s in results]), ""]
+            cost_table(results, manifest, [s for s in TABLE1 + TABLE2 if s in results]), "",
+            "## RL³ (RL² with inner value estimates as inputs, docs/rl3.md): what each shipped policy cost", "",
+            "Shipped as `data/pretrained/<setting>_rl3.pt`; `python -m rl2_lightning.evaluate conf=<setting>_rl3 "
+            "ckpt=pretrained` reproduces a cell. Same conventions as above.", "",
+            rl3_cost_table(results, manifest, [s for s in TABLE1 + TABLE2 if s in results]), ""]
     for family, settings, label, ncols in (("bandit", TABLE1, _bandit_title, 3), ("tabular", TABLE2, _tabular_title, 3)):
         if any(s in results for s in settings):
-            fig = curves_figure(results, settings, label, ncols, f"RL² learning curves, {family} settings")
+            fig = curves_figure(results, settings, label, ncols, f"RL² and RL³ learning curves, {family} settings")
             fig.savefig(figures / f"curves_{family}.png", dpi=100)
-            doc += [f"![RL² learning curves, {family}](img/curves_{family}.png)", ""]
+            doc += [f"![RL² and RL³ learning curves, {family}](img/curves_{family}.png)", ""]
     below = _outside(results)
     doc += ["## Cells below the paper's number (outside our 95% interval)", ""]
     doc += [f"- {line}" for line in below] or ["- none"]
