@@ -2,6 +2,7 @@
 
 from callbacks.checkpoint import RunCheckpoint
 from callbacks.metatest import MetaTestCallback
+from callbacks.progress import run_progress_bar
 from callbacks.stop import GracefulStop, TrainingStopped
 
-__all__ = ["GracefulStop", "MetaTestCallback", "RunCheckpoint", "TrainingStopped"]
+__all__ = ["GracefulStop", "MetaTestCallback", "RunCheckpoint", "TrainingStopped", "run_progress_bar"]

@@ -49,6 +49,31 @@ def score(preset: str, num_tasks: int | None = None, seed: int = 0) -> dict[str,
     return {"mean": rows[0]["mean"], "ci95": rows[0]["ci95"], "num_tasks": num_tasks or 1000, "seed": seed}
 
 
+def zoo_table(manifest: dict[str, dict], provenance: bool = False) -> str:
+    """The model zoo as a Markdown table: per shipped policy its setting, variant (RL² or RL³), held-out
+    score ± 95% CI (as ``score`` recorded it), the paper's RL², frames and CPU-hours (warm starts
+    included); with ``provenance``, its warm start, note and checksums."""
+    from rl2_lightning.evaluation.paper import PAPER_RESULTS
+
+    head = ["preset", "setting", "variant", "held-out (1000 tasks)", "paper's RL²", "frames", "CPU-hours"]
+    if provenance:
+        head += ["warm start", "note", "sha256 (file)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for preset, entry in sorted(manifest.items(), key=lambda kv: (kv[1]["setting"], kv[0])):
+        held = entry.get("heldout")
+        seconds = entry.get("train_seconds")
+        cells = [
+            preset, entry["setting"], "RL³" if preset.endswith("_rl3") else "RL²",
+            f"{held['mean']:.2f} ± {held['ci95']:.2f}" if held else "not scored",
+            str(PAPER_RESULTS.get(entry["setting"], {}).get("rl2", "–")),
+            f"{entry['frames'] / 1e6:.1f}M", f"{seconds / 3600:.2f}" if seconds else "?",
+        ]
+        if provenance:
+            cells += [entry.get("warm_start", "–"), entry.get("note", ""), entry.get("file_sha256", "")[:16]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``export <checkpoint> <preset> [--note TEXT]``, ``score <preset>`` or ``list``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("--warm-start", default=None, help="what the first stage was warm-started from (init_from)")
     sc = sub.add_parser("score", help="score a shipped policy on the held-out set and record it in the manifest")
     sc.add_argument("preset")
-    sub.add_parser("list", help="the shipped policies")
+    ls = sub.add_parser("list", help="the shipped policies: held-out score, the paper's RL², cost")
+    ls.add_argument("--provenance", action="store_true", help="also how each was trained, and its checksums")
     args = parser.parse_args(argv)
     if args.command == "export":
         path = export(args.checkpoint, args.preset, args.note, seconds=args.seconds, warm_start=args.warm_start)
@@ -73,8 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         print(f"{args.preset}: {result['mean']:.3f} ± {result['ci95']:.3f} on {result['num_tasks']} held-out tasks")
     else:
-        for preset, entry in sorted(read_manifest().items()):
-            print(f"{preset}: {entry['setting']}, {entry['frames']:,} frames, sha256 {entry['sha256'][:12]}  {entry['note']}")
+        print(zoo_table(read_manifest(), args.provenance))
 
 
 if __name__ == "__main__":

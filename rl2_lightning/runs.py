@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import sys
 import time
@@ -52,6 +53,29 @@ def say(message: str, level: int = logging.INFO) -> None:
     log.log(level, message)
 
 
+#: Lightning's start-up lines that say nothing about this run (on a CPU machine, with our own loggers)
+_NOISE = re.compile(
+    r"^(GPU available: False|TPU available: False|💡 Tip:|`Trainer\(limit_train_batches=\d+\)` was configured"
+    r"|`Trainer.fit` stopped: `max_epochs=\d+` reached)"
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        return not _NOISE.match(record.getMessage())
+
+
+def quiet_lightning() -> None:
+    """Filter Lightning's noise from the console and the run log (the run's own result line replaces
+    ``Trainer.fit stopped``), and the deprecation warning of its tree utilities under this torch."""
+    import warnings
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropNoise) for f in logger.filters):
+        logger.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
 def setup_logging(run_dir: Path) -> None:
     """Console and ``run_dir/train.log`` for this package's and Lightning's messages.
 
@@ -60,6 +84,7 @@ def setup_logging(run_dir: Path) -> None:
     """
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     _console()
+    quiet_lightning()
     for name in ("rl2_lightning", "lightning.pytorch"):
         logger = logging.getLogger(name)
         for h in [h for h in logger.handlers if getattr(h, "rl2_run_log", False)]:

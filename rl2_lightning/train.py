@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from callbacks import MetaTestCallback, TrainingStopped
+from callbacks import MetaTestCallback, TrainingStopped, run_progress_bar
 from rl2_lightning.config import container, validate
 from rl2_lightning.datamodule import TrialDataModule
 from rl2_lightning.module import RL2Module
@@ -164,6 +164,8 @@ def _fit(cfg: DictConfig, ckpt_path: Path | None, run_dir: Path, warm, extra_cal
         say(f"init_from={cfg.init_from} not applied: resuming {ckpt_path} (its weights include the warm start)")
     callbacks = [instantiate(node)(run_dir=str(run_dir)) for node in (cfg.callbacks or {}).values() if node is not None]
     callbacks += extra_callbacks or []
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(run_progress_bar())
     logger = instantiate(cfg.logger)(save_dir=str(run_dir)) if cfg.logger is not None else False
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)]

@@ -63,3 +63,16 @@ def test_a_file_that_does_not_match_its_manifest_is_refused(tmp_path):
     with pytest.raises(ValueError, match="does not match its checksum .*; refused unread"):
         load("bandit_k5_n10", directory=tmp_path)
     assert json.loads((tmp_path / "manifest.json").read_text()).keys() == read_manifest().keys()
+
+
+def test_the_zoo_listing_is_a_table_with_scores_paper_and_cost():
+    from rl2_lightning.pretrained import zoo_table
+
+    manifest = {"bandit_k10_n100_rl3": {"setting": "bandit_k10_n100", "frames": 9_900_000, "train_seconds": 1800.0,
+                                        "heldout": {"mean": 82.31, "ci95": 0.75}, "note": "n", "file_sha256": "ab" * 32},
+                "tabular_n10": {"setting": "tabular_n10", "frames": 20_480_000}}
+    lines = zoo_table(manifest).splitlines()
+    assert lines[2] == "| bandit_k10_n100_rl3 | bandit_k10_n100 | RL³ | 82.31 ± 0.75 | 83.5 | 9.9M | 0.50 |"
+    assert lines[3] == "| tabular_n10 | tabular_n10 | RL² | not scored | 156.2 | 20.5M | ? |"
+    assert zoo_table(manifest, provenance=True).splitlines()[2].endswith("| – | n | abababababababab |")
+    assert len(zoo_table(read_manifest()).splitlines()) == 2 + len(SHIPPED)  # every shipped policy listed
