@@ -382,3 +382,12 @@ def test_prefetch_with_env_workers_is_refused_in_one_line():
 
     with pytest.raises(Exception, match="env.prefetch=true collects in one worker process"):
         compose(["conf=maze_5x5", "env.prefetch=true", "env.workers=2"])
+
+
+def test_debug_smoke_is_a_tiny_run_in_one_override(tmp_path):
+    from rl2_lightning.config import compose
+
+    cfg = compose(["debug=smoke", f"runs_dir={tmp_path}", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"])
+    assert (cfg.env.num_envs, cfg.model.hidden_size, cfg.trainer.max_epochs, cfg.logger) == (16, 16, 2, None)
+    out = train(cfg)
+    assert int(out["module"].frames) == 2 * 2 * 16 * 10 and out["metatest"]["trial_return"] > 0
