@@ -2,7 +2,7 @@
 
 Lightning notices SIGTERM itself (``trainer.received_sigterm``) but acts on it only at the end of the
 epoch, which a preempted job may not live to see; and a Ctrl-C raised inside TorchRL's PPO loss
-surfaces as an unrelated ``RuntimeError`` (DESIGN.md §10). Here the first Ctrl-C only raises a flag
+surfaces as an unrelated ``RuntimeError``. Here the first Ctrl-C only raises a flag
 (a second one interrupts at once, as usual); after the iteration in progress, a flag on any rank stops
 every rank: ``last.ckpt`` is saved at that iteration boundary (after an epoch's last iteration the
 epoch first ends as usual, with its meta-test and checkpoint) and the process exits with 143 (SIGTERM)

@@ -2,7 +2,7 @@
 
 Each item is one batch of whole trials, ``[num_envs, trial_steps]`` (times ``trials_per_reset`` for the
 no-reset ablation): with ``frames_per_batch = num_envs x trial length`` and ``reset_at_each_iter`` every
-row starts at a reset and ends at a trial end, so no hidden state crosses batches (DESIGN.md §3.5).
+row starts at a reset and ends at a trial end, so no hidden state crosses batches.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Task sources and the fixed held-out / tuning sets (DESIGN.md §5)."""
+"""Task sources and the fixed held-out / tuning sets."""
 
 from __future__ import annotations
 

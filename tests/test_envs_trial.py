@@ -1,4 +1,4 @@
-"""RL² trial semantics (DESIGN.md §3) for every task family, and the plain EpisodeEnv reference."""
+"""RL² trial semantics for every task family, and the plain EpisodeEnv reference."""
 
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ def next_trial_values(values: torch.Tensor, trial_done: torch.Tensor) -> torch.T
 
     ``values`` and ``trial_done`` are ``[B, T, 1]``; each row is one whole trial (or, for the no-reset
     ablation, consecutive whole trials), so the row's last step always ends a trial. Inner episode ends
-    are *not* boundaries: the trial's return flows across them (DESIGN.md §3.4).
+    are *not* boundaries: the trial's return flows across them.
     """
     shifted = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
     return shifted.masked_fill(trial_done, 0.0)

@@ -120,7 +120,7 @@ class PPO(TrialAlgorithm):
     def clip_gradients(self, optimizer) -> dict[str, torch.Tensor]:
         """Clip the gradient norm to ``max_grad_norm``, of all parameters together (``joint``) or of the
         actor's and the critic's groups each (``separate``: at initialisation the critic's gradient is
-        80-200x the actor's, DESIGN.md §10, so a joint clip lets the critic set the actor's step).
+        80-200x the actor's, docs/recipes.md, so a joint clip lets the critic set the actor's step).
         Returns the norms before clipping."""
         groups = [[p for p in g["params"] if p.grad is not None] for g in optimizer.param_groups]
         if self.grad_clip is GradClip.joint:

@@ -1,4 +1,4 @@
-"""Bernoulli multi-armed bandits (DESIGN.md §4): ``k`` arms, ``p_i ~ U[0, 1]``, one pull per episode."""
+"""Bernoulli multi-armed bandits: ``k`` arms, ``p_i ~ U[0, 1]``, one pull per episode."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tabular MDP task families: the paper's random MDPs and the RiverSwim chain (DESIGN.md §4).
+"""Tabular MDP task families: the paper's random MDPs and the RiverSwim chain.
 
 Both are served by one batched simulator, :class:`TabularMDP`, whose task is a transition tensor
 ``P[s, a, s']`` and a mean-reward table ``mu[s, a]``; the families differ only in how tasks are drawn.

@@ -2,8 +2,7 @@
 
 A :class:`TaskSimulator` holds the batched dynamics of one family (bandit, tabular MDP, maze ...):
 it knows how to install tasks, start an episode and take a step, and nothing about trials.
-:class:`TrialEnv` turns any simulator into a TorchRL environment whose *episode is the trial*
-(DESIGN.md §3):
+:class:`TrialEnv` turns any simulator into a TorchRL environment whose *episode is the trial*:
 
 * ``reset()`` draws a new task from the task source for every env being reset;
 * when an inner episode ends, the simulator restarts the episode on the *same* task inside
@@ -16,7 +15,7 @@ it knows how to install tasks, start an episode and take a step, and nothing abo
 logging return per episode; it is not a policy input. ``trial_done`` marks the step that ends a trial:
 GAE stops bootstrapping there.
 
-The "no reset" ablation (DESIGN.md §3.6) is ``trials_per_reset > 1``: the TorchRL episode then spans
+The "no reset" ablation is ``trials_per_reset > 1``: the TorchRL episode then spans
 that many consecutive trials, a new task is drawn inside ``step()`` when a trial ends (with
 ``episode_done`` raised, nothing else zeroed), so ``is_init`` - and with it the GRU reset - comes only
 once per ``trials_per_reset`` trials, while returns still stop at every trial end.

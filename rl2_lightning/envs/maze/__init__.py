@@ -1,4 +1,4 @@
-"""Random ViZDoom mazes (DESIGN.md §4, §8): layouts and pools, WAD writer, and the maze simulator.
+"""Random ViZDoom mazes (docs/maze.md): layouts and pools, WAD writer, and the maze simulator.
 
 ``vizdoom`` is imported only when a :class:`~rl2_lightning.envs.maze.doom.MazeSimulator` starts a
 game, so the other families never pay for it.

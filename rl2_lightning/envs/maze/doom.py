@@ -2,7 +2,7 @@
 
 A task is one layout of a pool (``"layout"``: its index; the goal is part of the layout). The
 episodes of a trial replay the same map; a new trial switches map with ``set_doom_map`` +
-``new_episode`` (DESIGN.md §8). Actions: forward, turn left, turn right, each held for
+``new_episode``. Actions: forward, turn left, turn right, each held for
 ``frame_skip`` tics; a turn rotates by exactly ``turn_degrees`` (ViZDoom's delta turn button, spread
 evenly over the tics), or, with ``turn_degrees=None``, uses the binary turn buttons (7.0°, then 12.3°,
 then 14.1° per action held on: the engine's turn acceleration). Rewards: ``-0.01`` per tic (the engine's living reward), ``+1`` on walking into

@@ -1,4 +1,4 @@
-"""Perfect-maze layouts and the fixed pools of them (DESIGN.md §4–§5, §8).
+"""Perfect-maze layouts and the fixed pools of them (docs/maze.md).
 
 A layout is a perfect maze on ``n × n`` cells (exactly one path between any two cells), drawn by a
 randomised depth-first search, plus a start cell and heading and a goal cell. It is stored as a

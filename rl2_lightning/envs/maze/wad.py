@@ -1,4 +1,4 @@
-"""Write a pool of layouts as one WAD of UDMF maps, and build it on first use (DESIGN.md §8).
+"""Write a pool of layouts as one WAD of UDMF maps, and build it on first use.
 
 Each layout becomes a ``MAPxx`` / ``TEXTMAP`` / ``ENDMAP`` lump group in the ``zdoom`` UDMF namespace,
 with no NODES (the engine builds them on load) and no ACS: one floor sector, one blocking one-sided
