@@ -151,3 +151,80 @@ def test_sweep_configs_compose_with_the_optuna_sweeper(sweep):
     params = cfg.hydra.sweeper.params
     assert "algo.actor_lr" in params and "model.hidden_size" in params
     validate(cfg)
+
+
+# ---------------------------------------------------------------------- the references' switches (issue: pure RL²)
+def tiny_ppo(*overrides):
+    from test_algorithms import _collected_batch
+
+    torch.manual_seed(0)
+    cfg = compose_cfg(["conf=tabular_n10", "env.episodes_per_trial=2", "algo.epochs=4", "algo.minibatches=2", *overrides])
+    module = module_of(cfg)
+    return module, _collected_batch(module, cfg)
+
+
+def update(module, data):
+    from rl2_lightning.algos.base import UpdateContext
+
+    class Plain(UpdateContext):
+        def backward(self, loss):
+            loss.backward()
+
+    optimizer = torch.optim.Adam(module.algo.param_groups())
+    return module.algo.update(data, optimizer, Plain())
+
+
+def test_the_huber_value_loss_is_torchs():
+    from torchrl.objectives.utils import distance_loss
+
+    module, _ = tiny_ppo("algo.critic_loss=huber")
+    assert module.algo.loss_module.loss_critic_type == "smooth_l1"
+    a, b = torch.tensor([0.0, 0.5, 3.0, -2.0]), torch.tensor([0.2, 2.0, 0.0, -2.5])
+    torch.testing.assert_close(distance_loss(a, b, "smooth_l1"), torch.nn.functional.huber_loss(a, b, delta=1.0, reduction="none"))
+    assert tiny_ppo()[0].algo.loss_module.loss_critic_type == "l2"
+
+
+def test_the_kl_guard_stops_the_epochs_when_the_kl_passes_its_target():
+    module, data = tiny_ppo("algo.target_kl=1e-12")  # any update at all passes this target
+    assert update(module, data)["train/epochs"] == 1
+    module, data = tiny_ppo()
+    assert update(module, data)["train/epochs"] == 4
+    module, data = tiny_ppo("algo.target_kl=10.0")  # never reached
+    assert update(module, data)["train/epochs"] == 4
+
+
+def test_batch_scope_standardises_advantages_once_over_the_whole_batch(monkeypatch):
+    from rl2_lightning.algos import ppo
+
+    seen = []
+    real = ppo.normalized_advantage
+    monkeypatch.setattr(ppo, "normalized_advantage", lambda td: seen.append(td.shape[0]) or real(td))
+    module, data = tiny_ppo("algo.advantage_scope=batch")
+    update(module, data)
+    assert seen == [data.shape[0]]  # once, all trials
+    seen.clear()
+    module, data = tiny_ppo()
+    update(module, data)
+    assert len(seen) == 4 * 2 and max(seen) < data.shape[0]  # every minibatch of every epoch
+
+
+def test_weight_decay_only_where_configured():
+    module, _ = tiny_ppo("algo.weight_decay=0.1", "optimizer=adamw")
+    groups = module.algo.param_groups()
+    assert [(g["name"], g["weight_decay"]) for g in groups] == [("actor", 0.1), ("actor", 0.0), ("critic", 0.1), ("critic", 0.0)]
+    assert all(p.ndim >= 2 for g in groups if g["weight_decay"] > 0 for p in g["params"])
+    assert all(p.ndim < 2 for g in groups if g["weight_decay"] == 0 for p in g["params"])
+    # an AdamW step with zero gradients moves only the decayed matrices
+    optimizer = torch.optim.AdamW(groups, lr=0.1)
+    before = [p.detach().clone() for g in groups for p in g["params"]]
+    for g in groups:
+        for p in g["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    after = [p.detach() for g in groups for p in g["params"]]
+    flags = [g["weight_decay"] > 0 for g in groups for _ in g["params"]]
+    for b, a, decayed in zip(before, after, flags):
+        assert (not torch.equal(a, b)) == (decayed and bool(b.abs().sum() > 0))
+    # without it no group decays, whatever the optimizer's default (AdamW's is 0.01)
+    plain, _ = tiny_ppo("optimizer=adamw")
+    assert [g["weight_decay"] for g in plain.algo.param_groups()] == [0.0, 0.0]

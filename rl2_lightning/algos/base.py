@@ -91,18 +91,21 @@ class TrialAlgorithm(nn.Module):
             learns values of order one: a trial's return is 50-2000 in the MDP and long-bandit
             settings, and Adam moves a value head by about its learning rate per update). The policy's
             input, the logged returns and the meta-test keep the true rewards.
+        weight_decay: decay of the networks' matrices (never of biases and norm gains); decoupled
+            with ``optimizer=adamw``, an L2 term with ``adam``.
     """
 
     def __init__(
         self, actor: nn.Module, critic: nn.Module, gamma: Unit = 0.99, lmbda: Unit = 0.3,
         actor_lr: Positive = 3e-4, critic_lr: Positive = 1e-4, lr_schedule: LRSchedule = LRSchedule.constant,
-        reward_scale: Positive = 1.0,
+        reward_scale: Positive = 1.0, weight_decay: NonNegative = 0.0,
     ):
         super().__init__()
         # Not submodules: the agent's networks belong to the Lightning module (their state_dict keys
         # stay actor.* / critic.*); the algorithm only holds what it owns (losses, GAE).
         self._networks = (actor, critic)
         self.actor_lr, self.critic_lr = actor_lr, critic_lr
+        self.weight_decay = float(weight_decay)
         self.lr_schedule = LRSchedule(lr_schedule)
         self.gae = GAE(gamma=gamma, lmbda=lmbda, value_network=None, deactivate_vmap=True, average_gae=False)
         # Inner episode ends are not boundaries: the trial's return flows across them.
@@ -122,11 +125,22 @@ class TrialAlgorithm(nn.Module):
         return self._networks[1]
 
     def param_groups(self) -> list[dict]:
-        """The optimizer's groups: the actor's parameters, then the critic's own."""
+        """The optimizer's groups: the actor's parameters, then the critic's own, each named. Every group
+        sets its own ``weight_decay``, so decay applies only where configured: with ``weight_decay > 0``
+        each network's matrices get it and its biases and norm gains (vectors) do not, whatever the
+        optimizer's default (AdamW's is 0.01)."""
         actor = list(self.actor.parameters())
         seen = {id(p) for p in actor}
         critic = [p for p in self.critic.parameters() if id(p) not in seen]
-        return [{"params": actor, "lr": self.actor_lr}, {"params": critic, "lr": self.critic_lr}]
+        return self.decay_groups("actor", actor, self.actor_lr) + self.decay_groups("critic", critic, self.critic_lr)
+
+    def decay_groups(self, name: str, params: list, lr: float) -> list[dict]:
+        """``params`` as one group without decay, or (``weight_decay > 0``) its matrices with the decay and
+        its vectors without."""
+        if self.weight_decay <= 0:
+            return [{"name": name, "params": params, "lr": lr, "weight_decay": 0.0}]
+        return [{"name": name, "params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": self.weight_decay},
+                {"name": name, "params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]
 
     @torch.no_grad()
     def compute_advantages(self, data: TensorDictBase) -> None:

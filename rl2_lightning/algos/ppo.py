@@ -31,6 +31,20 @@ class GradClip(Enum):
     separate = "separate"
 
 
+class CriticLoss(Enum):
+    """``l2``: squared error; ``huber``: Huber with δ = 1 (TorchRL's ``smooth_l1``), as lucaslingle/pytorch_rl2."""
+
+    l2 = "l2"
+    huber = "huber"
+
+
+class AdvantageScope(Enum):
+    """Over which steps advantages are standardised: each ``minibatch`` or the whole ``batch`` (the authors')."""
+
+    minibatch = "minibatch"
+    batch = "batch"
+
+
 class PPO(TrialAlgorithm):
     """Clipped-surrogate PPO; each minibatch is a set of whole trials, replayed by the recurrent actor.
 
@@ -41,7 +55,11 @@ class PPO(TrialAlgorithm):
         entropy_coeff: entropy bonus; with ``entropy_coeff_final`` it decays linearly to that over the run.
         critic_coeff: weight of the value loss.
         max_grad_norm: gradient-norm clip, joint or per group (``grad_clip``).
-        normalize_advantage: standardise advantages per minibatch.
+        normalize_advantage: standardise advantages (over ``advantage_scope``).
+        advantage_scope: standardise over each minibatch or once over the whole batch.
+        critic_loss: the value loss, ``l2`` or ``huber``.
+        target_kl: the KL guard: stop the iteration's epochs after the first whose mean approximate KL
+            to the collecting policy exceeds this (``None``: always run every epoch).
     """
 
     def __init__(
@@ -49,9 +67,11 @@ class PPO(TrialAlgorithm):
         minibatches: PositiveInt = 4, entropy_coeff: NonNegative = 0.01,
         entropy_coeff_final: Optional[NonNegative] = None, critic_coeff: NonNegative = 1.0,
         max_grad_norm: Positive = 0.5, grad_clip: GradClip = GradClip.joint, normalize_advantage: bool = True,
-        **common,
+        advantage_scope: AdvantageScope = AdvantageScope.minibatch, critic_loss: CriticLoss = CriticLoss.l2,
+        target_kl: Optional[Positive] = None, **common,
     ):
         super().__init__(actor, critic, **common)
+        self.advantage_scope, self.target_kl = AdvantageScope(advantage_scope), target_kl
         self.epochs, self.minibatches = epochs, minibatches
         self.entropy_coeff, self.entropy_coeff_final = entropy_coeff, entropy_coeff_final
         self.max_grad_norm, self.grad_clip = max_grad_norm, GradClip(grad_clip)
@@ -64,7 +84,7 @@ class PPO(TrialAlgorithm):
             entropy_bonus=entropy_coeff > 0 or bool(entropy_coeff_final),
             entropy_coeff=entropy_coeff,
             critic_coeff=critic_coeff,
-            loss_critic_type="l2",
+            loss_critic_type={"l2": "l2", "huber": "smooth_l1"}[CriticLoss(critic_loss).value],
             reduction="none",  # per-step losses: padded steps of variable-length trials are masked out
         )
         self.loss_module.set_keys(sample_log_prob="action_log_prob", value="state_value")
@@ -81,15 +101,23 @@ class PPO(TrialAlgorithm):
 
     def update(self, data: TensorDictBase, optimizer: torch.optim.Optimizer, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         """``epochs`` x ``minibatches`` optimizer steps; the statistics averaged over them."""
-        stats = []
+        if self.normalize_advantage and self.advantage_scope is AdvantageScope.batch:
+            data.set("advantage", normalized_advantage(data))
+        stats, epochs = [], 0
         for _ in range(self.epochs):
-            for idx in minibatch_indices(data.shape[0], self.minibatches):
-                stats.append(self._step(optimizer, data[idx.to(data.device)], ctx))
-        return {k: torch.stack([s[k] for s in stats]).mean() for k in stats[0]}
+            epoch = [self._step(optimizer, data[idx.to(data.device)], ctx)
+                     for idx in minibatch_indices(data.shape[0], self.minibatches)]
+            stats += epoch
+            epochs += 1
+            if self.target_kl is not None and kl_guard_stops(epoch, self.target_kl, ctx):
+                break
+        out = {k: torch.stack([s[k] for s in stats]).mean() for k in stats[0]}
+        out["train/epochs"] = torch.tensor(float(epochs))
+        return out
 
     def _step(self, optimizer, minibatch: TensorDictBase, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         valid = minibatch["valid"].squeeze(-1)
-        if self.normalize_advantage:
+        if self.normalize_advantage and self.advantage_scope is AdvantageScope.minibatch:
             minibatch.set("advantage", normalized_advantage(minibatch))
         with set_recurrent_mode(True):
             losses = self.loss_module(minibatch)
@@ -122,13 +150,22 @@ class PPO(TrialAlgorithm):
         actor's and the critic's groups each (``separate``: at initialisation the critic's gradient is
         80-200x the actor's, docs/recipes.md, so a joint clip lets the critic set the actor's step).
         Returns the norms before clipping."""
-        groups = [[p for p in g["params"] if p.grad is not None] for g in optimizer.param_groups]
+        named = {"actor": [], "critic": []}
+        for i, g in enumerate(optimizer.param_groups):  # by name (a network may have two groups: decayed or not)
+            named[g.get("name", ("actor", "critic")[min(i, 1)])] += [p for p in g["params"] if p.grad is not None]
         if self.grad_clip is GradClip.joint:
-            params = [p for g in groups for p in g]
+            params = [p for g in named.values() for p in g]
             return {"train/grad_norm": torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)}
         return {
             f"train/grad_norm_{name}": torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
             if params
             else torch.zeros(())
-            for name, params in zip(("actor", "critic"), groups)
+            for name, params in named.items()
         }
+
+
+def kl_guard_stops(epoch_stats: list[dict[str, torch.Tensor]], target_kl: float, ctx: UpdateContext) -> bool:
+    """Whether an epoch's mean approximate KL to the collecting policy (over its minibatches and all
+    ranks, so that every rank stops together) exceeds ``target_kl``."""
+    kl = torch.stack([s["train/approx_kl"] for s in epoch_stats]).mean()
+    return bool(ctx.mean_over_ranks(kl) > target_kl)

@@ -265,7 +265,7 @@ class TRPO(TrialAlgorithm):
 
     def param_groups(self) -> list[dict]:
         """One group: the critic's own parameters at ``critic_lr`` (no optimizer moves the policy)."""
-        return [{"params": self.critic_params(), "lr": self.critic_lr}]
+        return self.decay_groups("critic", self.critic_params(), self.critic_lr)
 
     # ------------------------------------------------------------------ the update
     def update(
