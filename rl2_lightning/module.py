@@ -140,10 +140,13 @@ class RL2Module(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the random states; rename a pre-0.2 checkpoint's algorithm keys (``loss_module.*``)."""
+        """Restore the random states; rename a pre-0.2 checkpoint's algorithm keys (``loss_module.*``);
+        give a checkpoint from before value normalisation its neutral moments (no data seen)."""
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith(("loss_module.", "gae."))]:
             state[f"algo.{key}"] = state.pop(key)
+        if state and "algo.value_moments" not in state:
+            state["algo.value_moments"] = self.algo.value_moments.detach().clone()
         states = checkpoint.get("rng_states")
         if states is None:
             return

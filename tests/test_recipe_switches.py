@@ -228,3 +228,29 @@ def test_weight_decay_only_where_configured():
     # without it no group decays, whatever the optimizer's default (AdamW's is 0.01)
     plain, _ = tiny_ppo("optimizer=adamw")
     assert [g["weight_decay"] for g in plain.algo.param_groups()] == [0.0, 0.0]
+
+
+def test_running_moments_normalised_targets_and_denormalised_predictions_by_hand():
+    from rl2_lightning.algos.base import denormalize, normalize, update_moments
+
+    m = update_moments(torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(m, torch.tensor([2.0, 1.0, 2.0], dtype=torch.float64))  # mean 2, variance 1
+    m = update_moments(m, torch.tensor([5.0, 7.0]))  # all four: mean 4, variance (9 + 1 + 1 + 9) / 4 = 5
+    torch.testing.assert_close(m, torch.tensor([4.0, 5.0, 4.0], dtype=torch.float64))
+    x = torch.tensor([4.0, 9.0])
+    torch.testing.assert_close(normalize(x, m), torch.tensor([0.0, 5.0 / 5.0**0.5]))
+    torch.testing.assert_close(denormalize(normalize(x, m), m), x)
+
+
+def test_value_norm_feeds_gae_returns_and_the_critic_normalised_targets():
+    module, data = tiny_ppo("algo.value_norm=true")
+    moments = module.algo.value_moments
+    assert moments[2] == data["valid"].sum()  # the batch's targets are counted once
+    valid = data["valid"].squeeze(-1)
+    targets = data["value_target"][valid]
+    torch.testing.assert_close(targets.mean().double(), torch.zeros((), dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(targets.std(unbiased=False).double(), torch.ones((), dtype=torch.float64), atol=1e-4, rtol=0)
+    # the advantages are on the returns' scale (GAE ran on de-normalised values): not the same as without
+    plain, plain_data = tiny_ppo()
+    assert not torch.allclose(plain_data["value_target"], data["value_target"])
+    assert "algo.value_moments" in module.state_dict()  # carried in checkpoints

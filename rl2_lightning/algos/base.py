@@ -93,12 +93,14 @@ class TrialAlgorithm(nn.Module):
             input, the logged returns and the meta-test keep the true rewards.
         weight_decay: decay of the networks' matrices (never of biases and norm gains); decoupled
             with ``optimizer=adamw``, an L2 term with ``adam``.
+        value_norm: the critic predicts returns normalised by a running mean and standard deviation of
+            the value targets (the authors' critic), kept as buffers and so in checkpoints.
     """
 
     def __init__(
         self, actor: nn.Module, critic: nn.Module, gamma: Unit = 0.99, lmbda: Unit = 0.3,
         actor_lr: Positive = 3e-4, critic_lr: Positive = 1e-4, lr_schedule: LRSchedule = LRSchedule.constant,
-        reward_scale: Positive = 1.0, weight_decay: NonNegative = 0.0,
+        reward_scale: Positive = 1.0, weight_decay: NonNegative = 0.0, value_norm: bool = False,
     ):
         super().__init__()
         # Not submodules: the agent's networks belong to the Lightning module (their state_dict keys
@@ -106,6 +108,9 @@ class TrialAlgorithm(nn.Module):
         self._networks = (actor, critic)
         self.actor_lr, self.critic_lr = actor_lr, critic_lr
         self.weight_decay = float(weight_decay)
+        self.value_norm = bool(value_norm)
+        # running moments of the value targets (what value_norm normalises by); a count of 0: no data yet
+        self.register_buffer("value_moments", torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
         self.lr_schedule = LRSchedule(lr_schedule)
         self.gae = GAE(gamma=gamma, lmbda=lmbda, value_network=None, deactivate_vmap=True, average_gae=False)
         # Inner episode ends are not boundaries: the trial's return flows across them.
@@ -150,12 +155,19 @@ class TrialAlgorithm(nn.Module):
         """
         with set_recurrent_mode(True):
             values = self.critic(data.select(*self.critic.in_keys, "is_init", strict=False))["state_value"]
+        if self.value_norm:  # the critic's output is a normalised return: GAE needs returns
+            values = denormalize(values, self.value_moments)
         values = values * data["valid"]  # padding after a trial's end is worth nothing
         data.set("state_value", values)
         data.set(("next", "state_value"), next_trial_values(values, data["next", "trial_done"]))
         if self.reward_scale != 1.0:
             data.set(("next", "scaled_reward"), data["next", "reward"] * self.reward_scale)
         self.gae(data)
+        if self.value_norm:  # the critic learns the targets in the updated normalised scale
+            valid = data["valid"]
+            self.value_moments.copy_(update_moments(self.value_moments, data["value_target"][valid]))
+            for key in ("value_target", "state_value"):
+                data.set(key, normalize(data[key], self.value_moments) * valid)
 
     def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
         """Per-epoch schedules (entropy, ...); nothing by default."""
@@ -163,6 +175,34 @@ class TrialAlgorithm(nn.Module):
     def update(self, data: TensorDictBase, optimizer: torch.optim.Optimizer, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         """One iteration's update on a batch of whole trials with advantages; returns statistics by name."""
         raise NotImplementedError
+
+
+def update_moments(moments: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[mean, variance, count]`` updated with the sample ``x`` (Chan et al.'s parallel update: the
+    moments of all the data seen so far, exactly)."""
+    x = x.detach().double().flatten()
+    mean, var, count = moments.unbind()
+    n = x.numel()
+    if n == 0:
+        return moments.clone()
+    batch_mean, batch_var = x.mean(), x.var(unbiased=False)
+    total = count + n
+    delta = batch_mean - mean
+    new_mean = mean + delta * n / total
+    new_var = (var * count + batch_var * n + delta**2 * count * n / total) / total
+    return torch.stack([new_mean, new_var, total])
+
+
+def normalize(x: torch.Tensor, moments: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``(x - mean) / std`` by ``[mean, variance, count]`` moments, in ``x``'s dtype."""
+    mean, var = moments[0].to(x.dtype), moments[1].to(x.dtype)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def denormalize(y: torch.Tensor, moments: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The inverse of :func:`normalize`."""
+    mean, var = moments[0].to(y.dtype), moments[1].to(y.dtype)
+    return y * torch.sqrt(var + eps) + mean
 
 
 def critic_after_actor(actor: nn.Module, critic: nn.Module) -> nn.Module:
