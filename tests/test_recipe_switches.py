@@ -254,3 +254,15 @@ def test_value_norm_feeds_gae_returns_and_the_critic_normalised_targets():
     plain, plain_data = tiny_ppo()
     assert not torch.allclose(plain_data["value_target"], data["value_target"])
     assert "algo.value_moments" in module.state_dict()  # carried in checkpoints
+
+
+def test_the_authors_recipe_composes_over_a_preset_and_trains_tiny(tmp_path):
+    from rl2_lightning.train import train
+
+    full = compose_cfg(["conf=tabular_n10", "recipe=authors"], tiny=False)
+    assert (full.env.num_envs * 100, full.model.hidden_size, full.algo.target_kl, full.algo.value_norm) == (250_000, 256, 0.01, True)
+    assert full.env.num_envs // full.algo.minibatches == 125  # 128-trial minibatches, as near as 2500 divides
+    cfg = compose_cfg(["conf=tabular_n10", "recipe=authors", f"runs_dir={tmp_path}", "env.episodes_per_trial=2",
+                       "env.num_envs=8", "model.hidden_size=16", "model.embed_size=16", "algo.minibatches=2"])
+    out = train(cfg)
+    assert out["module"].algo.value_moments[2] > 0 and out["metatest"]["trial_return"] > 0
