@@ -92,8 +92,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"could not write checkpoint {path} ({reason}); the checkpoints already in {path.parent} are untouched"
             ) from None
 
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:  # noqa: D102
-        return read_checkpoint(Path(path), trust=self.trust)
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Verified against its checksum and unpickled safely (a resume's file was already checked to be
+        this project's; Lightning also passes its own weights-only files, e.g. ``ddp_spawn``'s)."""
+        what = f"ckpt_path={str(path)!r}"
+        return load_bytes(read_verified(Path(path), what), what, self.trust)
 
     def remove_checkpoint(self, path) -> None:  # noqa: D102
         super().remove_checkpoint(path)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from callbacks import MetaTestCallback, TrainingStopped, run_progress_bar
 from rl2_lightning.config import container, validate
 from rl2_lightning.datamodule import TrialDataModule
+from rl2_lightning.ddp import strategy_for
 from rl2_lightning.module import RL2Module
 from rl2_lightning.checkpoints import (
     AtomicCheckpointIO,
@@ -168,7 +169,8 @@ def _fit(cfg: DictConfig, ckpt_path: Path | None, run_dir: Path, warm, extra_cal
         callbacks.append(run_progress_bar())
     logger = instantiate(cfg.logger)(save_dir=str(run_dir)) if cfg.logger is not None else False
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)]
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)], strategy=strategy_for(cfg.trainer.strategy, cfg.trainer.num_nodes),
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)

@@ -464,3 +464,22 @@ def test_the_end_of_run_line_holds_the_score_metatest_csv_records(tmp_path):
         last = list(csv.DictReader(f))[-1]
     assert f"trial return {float(last['trial_return']):.2f} ± {float(last['trial_return_ci95']):.2f} (50 heldout tasks" in line
     assert "best baseline " in line and str(run / "checkpoints" / "last.ckpt") in line
+
+
+def test_single_machine_ddp_listens_on_loopback_only():
+    """The rendezvous store of a one-machine DDP run (``rl2_lightning.ddp``); the whole 2-process run is
+    checked the same way in tests/test_train.py::test_train_py_runs_with_ddp_strategy_from_the_command_line."""
+    import datetime
+    import socket
+
+    from rl2_lightning.ddp import loopback_store, strategy_for
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = loopback_store(port, 0, 1, datetime.timedelta(seconds=30))
+    store.set("k", "v")
+    ss = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+    mine = [line.split()[3] for line in ss if f"pid={os.getpid()}," in line and line.split()[3].endswith(f":{port}")]
+    assert mine == [f"127.0.0.1:{port}"]
+    assert type(strategy_for("ddp", 1)).__name__ == "LocalDDPStrategy" and strategy_for("ddp", 2) == "ddp"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -183,10 +184,20 @@ def test_train_py_runs_with_ddp_strategy_from_the_command_line(tmp_path):
     from trainkit import TINY
 
     cmd = [sys.executable, "train.py", *TINY, "trainer.devices=2", "trainer.strategy=ddp", f"runs_dir={tmp_path}"]
-    cmd += ["trainer.max_epochs=1", "callbacks.metatest.num_tasks=20"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd += ["trainer.max_epochs=3", "callbacks.metatest.num_tasks=20"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    listening = set()
+    while proc.poll() is None:  # every socket the run's processes listen on, sampled as it trains
+        pids = set(subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split())
+        ss = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+        listening |= {line.split()[3] for line in ss if any(f"pid={p}," in line for p in pids)}
+        time.sleep(0.2)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
     assert list(Path(tmp_path).glob("bandit_k5_n10/*/checkpoints/last.ckpt"))
+    # one machine: the rendezvous store and gloo listen on loopback only, not on every interface
+    assert listening and all(addr.startswith(("127.0.0.1:", "[::1]:")) for addr in listening), listening
 
 
 def test_multirun_sweep_over_seeds(tmp_path):
