@@ -123,7 +123,9 @@ def make_trial_env(
     env = TrialEnv(sim, source, episodes_per_trial, trials_per_reset, device=sim.device)
     env.worker = worker
     transforms = ([inner_estimates_for(env)] if inner_estimates else []) + ([InitTracker()] if init_tracker else [])
-    return TransformedEnv(env, Compose(*transforms)) if transforms else env
+    if not transforms:
+        return env
+    return TransformedEnv(env, transforms[0] if len(transforms) == 1 else Compose(*transforms))
 
 
 def inner_estimates_for(env: TrialEnv) -> InnerEstimates:
