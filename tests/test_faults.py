@@ -353,7 +353,7 @@ def test_a_second_process_resuming_a_run_in_use_is_refused(tmp_path):
     run_dir = Path(first["run_dir"])
     holder = subprocess.Popen(  # another process training in that run: it holds the run's lock
         [sys.executable, "-c", "import sys, time; from rl2_lightning.runs import RunLock; "
-         "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(run_dir)],
+         "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(run_dir)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )
     try:
