@@ -79,14 +79,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:  # noqa: D102
         path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")
         try:
             buffer = io.BytesIO()
             torch.save(checkpoint, buffer)
             data = buffer.getvalue()
             path.parent.mkdir(parents=True, exist_ok=True)
+            # the big write first: if it fails (a full disk) neither the checkpoint nor its checksum changed
+            _write_synced(partial, data)
             write_atomically(checksum_path(path), (sha256_of(data) + "\n").encode())
-            write_atomically(path, data)
+            os.replace(partial, path)
         except Exception as err:  # noqa: BLE001 - OSError, or RuntimeError from a full disk: same outcome
+            partial.unlink(missing_ok=True)
             reason = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0]
             raise OSError(
                 f"could not write checkpoint {path} ({reason}); the checkpoints already in {path.parent} are untouched"
@@ -108,14 +112,18 @@ def write_atomically(path: Path, data: bytes) -> None:
     over it: the file is either the old one or the new one, never half of either."""
     partial = path.with_name(f".{path.name}.partial")
     try:
-        with open(partial, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(partial, data)
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------------------- reading

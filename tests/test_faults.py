@@ -309,6 +309,7 @@ def test_a_runtime_error_from_the_writer_leaves_no_partial_file(tmp_path, monkey
         io.save_checkpoint({"a": torch.arange(5)}, path)
     monkeypatch.undo()
     assert "\n" not in str(info.value) and path.read_bytes() == before
+    assert is_intact(path)  # its checksum file still matches it: the failed write changed neither
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
