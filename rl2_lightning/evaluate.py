@@ -55,12 +55,18 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
             out = str(ckpt.parent.parent / "evaluate")
     mt = cfg.callbacks.get("metatest") or {}
     return evaluate(
-        env, {"rl2": module.actor} if module is not None else {}, out or "outputs/evaluate",
+        env, {policy_key(cfg.env): module.actor} if module is not None else {}, out or "outputs/evaluate",
         agent=module.agent if module is not None else None, seed=mt.get("seed", 0),
         num_tasks=mt.get("num_tasks"),
         batch_size=mt.get("batch_size") or (8 if env.simulator_class.own_pools else None),
         episodes_per_trial=mt.get("episodes_per_trial"),
     )
+
+
+def policy_key(env_cfg) -> str:
+    """``rl3`` for an env with RL³'s inner estimates, else ``rl2``: the row's name, and its seed (every
+    command scores one policy with the same random numbers: evaluate, ``pretrained score``, docs/results.md)."""
+    return "rl3" if env_cfg.get("inner_estimates", False) else "rl2"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
