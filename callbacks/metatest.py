@@ -32,6 +32,7 @@ from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType
 
 from rl2_lightning.components import Range
+from rl2_lightning.evaluation import policy_key
 from rl2_lightning.evaluation.report import per_episode_figure
 from rl2_lightning.evaluation.scoring import score_on_tasks, seeded, summarize
 
@@ -127,14 +128,9 @@ class MetaTestCallback(Callback):
         """Per-episode returns ``[num_tasks, episodes_per_trial]`` of the current actor."""
         was_training = pl_module.training
         pl_module.eval()
-        returns = self._play(pl_module, pl_module.actor, self._key(pl_module))
+        returns = self._play(pl_module, pl_module.actor, policy_key(pl_module.env))
         pl_module.train(was_training)
         return returns
-
-    @staticmethod
-    def _key(pl_module: LightningModule) -> str:
-        """The policy's key in the evaluate command (``rl3`` with RL³'s inner estimates): its seed there."""
-        return "rl3" if getattr(pl_module.env, "inner_estimates", False) else "rl2"
 
     def _play(self, pl_module: LightningModule, policy, key: str) -> torch.Tensor:
         """Per-episode returns of ``policy`` on the task set, seeded as the evaluation command seeds
@@ -175,7 +171,7 @@ class MetaTestCallback(Callback):
         self.video_env.base_env.use_tasks(self.tasks[:1])
         was_training = pl_module.training
         pl_module.eval()
-        with seeded(self.video_env, self._key(pl_module), self.seed, self.task_set), set_exploration_type(self.exploration):
+        with seeded(self.video_env, policy_key(pl_module.env), self.seed, self.task_set), set_exploration_type(self.exploration):
             trial = record_trial(self.video_env, pl_module.actor)
         pl_module.train(was_training)
         return trial

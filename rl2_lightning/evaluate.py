@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from rl2_lightning.evaluation import evaluate
+from rl2_lightning.evaluation import evaluate, policy_key
 
 
 def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
@@ -61,12 +61,6 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
         batch_size=mt.get("batch_size") or (8 if env.simulator_class.own_pools else None),
         episodes_per_trial=mt.get("episodes_per_trial"),
     )
-
-
-def policy_key(env_cfg) -> str:
-    """``rl3`` for an env with RL³'s inner estimates, else ``rl2``: the row's name, and its seed (every
-    command scores one policy with the same random numbers: evaluate, ``pretrained score``, docs/results.md)."""
-    return "rl3" if env_cfg.get("inner_estimates", False) else "rl2"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -40,12 +40,10 @@ def score(preset: str, num_tasks: int | None = None, seed: int = 0) -> dict[str,
     from rl2_lightning.config import compose
     from hydra.utils import instantiate
 
-    from rl2_lightning.evaluation import evaluate
+    from rl2_lightning.evaluation import evaluate, policy_key
 
     module = load(preset)
     cfg = compose([f"conf={preset}"])
-    from rl2_lightning.evaluate import policy_key
-
     rows = evaluate(instantiate(cfg.env), {policy_key(cfg.env): module.actor}, agent=module.agent, baselines=False,
                     num_tasks=num_tasks, seed=seed, verbose=False)
     return {"mean": rows[0]["mean"], "ci95": rows[0]["ci95"], "num_tasks": num_tasks or 1000, "seed": seed}

@@ -84,23 +84,23 @@ def test_longer_meta_test_trials_for_extrapolation():
     assert curves["gittins"].shape == (15,)
 
 
-def test_the_callback_and_the_evaluate_command_score_a_policy_alike():
-    """One play-and-score function with one seeding: a shipped policy gets the same number in a training
-    run's meta-test and in ``python -m rl2_lightning.evaluate``."""
+@pytest.mark.parametrize("preset", ["bandit_k10_n10", "tabular_n10_rl3"])
+def test_the_callback_and_the_evaluate_command_score_a_policy_alike(preset):
+    """One play-and-score function with one seeding: a shipped policy (RL², or RL³ with its own key) gets
+    the same number in a training run's meta-test and in ``python -m rl2_lightning.evaluate``."""
     from hydra.utils import instantiate
 
     from callbacks import MetaTestCallback
     from rl2_lightning.config import compose
-    from rl2_lightning.evaluation import evaluate
+    from rl2_lightning.evaluation import evaluate, policy_key
+    from rl2_lightning.evaluation.scoring import summarize
     from rl2_lightning.pretrained import load
 
-    module = load("bandit_k10_n10")
+    module = load(preset)
     callback = MetaTestCallback(task_set="heldout", num_tasks=100, baselines=False)
-    from rl2_lightning.evaluation.scoring import summarize
-
     in_training = summarize(callback.evaluate(module))["trial_return"]
-    cfg = compose(["conf=bandit_k10_n10"])
-    (row,) = evaluate(instantiate(cfg.env), {"rl2": module.actor}, agent=module.agent, baselines=False,
+    cfg = compose([f"conf={preset}"])
+    (row,) = evaluate(instantiate(cfg.env), {policy_key(cfg.env): module.actor}, agent=module.agent, baselines=False,
                       num_tasks=100, seed=cfg.callbacks.metatest.seed, verbose=False)
     assert in_training == row["mean"]
     callback.teardown(None, module, "fit")

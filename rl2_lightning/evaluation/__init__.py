@@ -20,6 +20,14 @@ from rl2_lightning.evaluation.paper import PAPER_RESULTS
 from rl2_lightning.evaluation.scoring import mean_ci95, score_on_tasks, seeded
 
 
+def policy_key(env) -> str:
+    """``rl3`` for an env with RL³'s inner estimates, else ``rl2`` (a config node or a
+    :class:`TrialEnvFactory`): the row's name and its seed, so that every scorer (the evaluate command,
+    ``pretrained score``, the meta-test callback, docs/results.md) plays one policy with the same numbers."""
+    inner = env.get("inner_estimates", False) if hasattr(env, "get") else getattr(env, "inner_estimates", False)
+    return "rl3" if inner else "rl2"
+
+
 def setting_policies(env: TrialEnvFactory, episodes_per_trial: int, baselines: bool = True) -> dict[str, object]:
     """The comparison policies of a setting: the paper's tuned baselines where the family has them
     (bandits, tabular MDPs), else a uniformly random policy."""
