@@ -166,7 +166,7 @@ def fold_into(stub: Path, run_dir: Path) -> None:
 def remove_if_stub(run_dir: Path) -> None:
     """Delete a run directory that holds nothing but Hydra's record of the invocation (a run that failed
     before training wrote anything), and its experiment's directory if that is left empty."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", ".lock"}:
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # not empty: other runs of the experiment
             run_dir.parent.rmdir()

@@ -453,6 +453,7 @@ def test_an_error_line_keeps_its_cause(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and lines[-1].startswith("error: Error in call to target")
     assert "MisconfigurationException: No supported gpu backend found" in lines[-1]
+    assert not list(tmp_path.glob("*/*")), "a run that failed after taking its lock left a stub directory"
 
 
 def test_the_end_of_run_line_holds_the_score_metatest_csv_records(tmp_path):

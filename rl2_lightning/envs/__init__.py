@@ -103,7 +103,7 @@ def make_trial_env(
     (hyperparameters are chosen on the mazes training draws from, never on the held-out ones). ``init_tracker`` appends TorchRL's ``InitTracker``
     (``is_init`` marks trial starts, where the memory resets). ``trials_per_reset > 1`` is the no-reset
     ablation (see :class:`TrialEnv`). ``inner_estimates`` appends RL³'s inner estimates to the observation
-    (:func:`with_inner_estimates`).
+    (:func:`inner_estimates_for`).
     """
     own_pools = getattr(_simulator_class(simulator), "own_pools", False)
     if own_pools:
