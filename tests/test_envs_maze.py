@@ -462,7 +462,7 @@ def test_record_trial_reports_positions_and_episode_indices(maze_env):
 
 @pytest.mark.maze
 def test_a_maze_evaluation_closes_its_engines_without_crash_reports(tmp_path):
-    """The trained maze checkpoint plays two held-out mazes (and records one) through the evaluation
+    """The trained maze checkpoint plays a held-out maze (and records it) through the evaluation
     command: the engines are closed cleanly, with no ViZDoom "Fatal Error" block on stderr."""
     import subprocess
     import sys
@@ -472,8 +472,8 @@ def test_a_maze_evaluation_closes_its_engines_without_crash_reports(tmp_path):
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
         [sys.executable, "-m", "rl2_lightning.evaluate", "conf=maze_5x5", "+recipe=maze",
-         "ckpt=data/training/maze_5x5/last.ckpt", "callbacks.metatest.num_tasks=2",
-         "callbacks.metatest.batch_size=2", f"out={tmp_path}"],
+         "ckpt=data/training/maze_5x5/last.ckpt", "callbacks.metatest.num_tasks=1",
+         "callbacks.metatest.batch_size=1", f"out={tmp_path}"],
         cwd=root, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
