@@ -416,7 +416,7 @@ def export_policy(
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_of(path.read_bytes())
 
 
 def read_record(preset: str, directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
@@ -431,7 +431,7 @@ def read_record(preset: str, directory: Path = PRETRAINED_DIR) -> dict[str, Any]
     if not path.is_file():
         raise FileNotFoundError(f"ckpt=pretrained: {path} is missing")
     data = path.read_bytes()
-    if "file_sha256" not in entry or hashlib.sha256(data).hexdigest() != entry["file_sha256"]:
+    if "file_sha256" not in entry or sha256_of(data) != entry["file_sha256"]:
         raise ValueError(f"ckpt=pretrained: {path} does not match its checksum in {directory / 'manifest.json'}; refused unread")
     record = load_bytes(data, f"ckpt=pretrained: {path}")
     if not isinstance(record, dict) or "state_dict" not in record or "hyper_parameters" not in record:

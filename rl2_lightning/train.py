@@ -106,8 +106,8 @@ def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
     """The checkpoint to resume from (if any) and the run directory to write to.
 
     A run resumed from ``ckpt_path=latest`` (or from any ``.../checkpoints/*.ckpt`` file of a run)
-    keeps writing into that run's directory, so its TensorBoard curves continue; the directory Hydra
-    made for this invocation is then folded into it (its ``.hydra`` kept as ``.hydra/resumed-<time>``).
+    keeps writing into that run's directory, so its TensorBoard curves continue (:func:`train` folds the
+    directory Hydra made for this invocation into it once it holds the run's lock).
     """
     ckpt = None
     hydra_dir = _hydra_output_dir()
@@ -118,12 +118,7 @@ def resolve_run(cfg: DictConfig) -> tuple[Path | None, Path]:
         )
         check_checkpoint(ckpt, cfg, groups=("model", "env", "algo"))
         if ckpt.parent.name == "checkpoints":
-            run_dir = ckpt.parent.parent
-            if rank_zero_only.rank == 0:
-                RunLock(run_dir).acquire().release()  # in use by another process: refuse before folding into it
-            if hydra_dir is not None and hydra_dir.resolve() != run_dir.resolve():
-                fold_into(hydra_dir, run_dir)
-            return ckpt, run_dir
+            return ckpt, ckpt.parent.parent
     return ckpt, hydra_dir or new_run_dir(cfg.runs_dir, cfg.experiment)
 
 
@@ -141,6 +136,9 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     warm = warm_start_weights(cfg.init_from, cfg) if cfg.init_from and not cfg.ckpt_path else None
     ckpt_path, run_dir = resolve_run(cfg)
     lock = RunLock(run_dir).acquire() if rank_zero_only.rank == 0 else None  # before anything is written there
+    hydra_dir = _hydra_output_dir()
+    if lock is not None and hydra_dir is not None and hydra_dir.resolve() != run_dir.resolve():
+        fold_into(hydra_dir, run_dir)  # a resumed run: this invocation's .hydra goes into the run it continues
     try:
         return _fit(cfg, ckpt_path, run_dir, warm, extra_callbacks)
     finally:

@@ -8,6 +8,7 @@ callers seed the dynamics and the policies identically for every method).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from tensordict import TensorDictBase
@@ -63,24 +64,19 @@ def play_task_set(
     return torch.cat(returns)[: len(tasks)], torch.cat(steps)[: len(tasks)]
 
 
+@contextmanager
 def seeded(env: EnvBase, key: str, seed: int, task_set: str):
     """The one seeding of every scored play (meta-test callback, evaluation command, recordings): the
     dynamics from ``(seed, task_set)``, the policy's sampling from ``(seed, key)``, inside a fork of
     torch's global random state so that training's streams are untouched. The same ``seed`` therefore
     gives a policy the same score in a training run's meta-test and in the evaluation command."""
-    from contextlib import contextmanager
-
     from rl2_lightning.envs.tasks import derive_seed
 
-    @contextmanager
-    def scope():
-        devices = [env.device] if getattr(env, "device", None) is not None and env.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            getattr(env, "base_env", env).simulator.seed(derive_seed(seed, task_set, "dynamics"))
-            torch.manual_seed(derive_seed(seed, "evaluate", key))
-            yield
-
-    return scope()
+    devices = [env.device] if getattr(env, "device", None) is not None and env.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        getattr(env, "base_env", env).simulator.seed(derive_seed(seed, task_set, "dynamics"))
+        torch.manual_seed(derive_seed(seed, "evaluate", key))
+        yield
 
 
 def score_on_tasks(
