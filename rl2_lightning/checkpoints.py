@@ -38,6 +38,7 @@ from omegaconf import DictConfig
 
 from rl2_lightning.config import container
 from rl2_lightning.runs import say
+from rl2_lightning.resources import data_dir
 
 #: what the one-line refusals tell a user who does trust a file
 TRUST_HINT = "trust_checkpoint=true"
@@ -305,8 +306,8 @@ def check_trained_on(
     for group in groups:
         was = _flat(trained[group])
         for key, value in _flat(container(cfg[group])).items():
-            if group == "env" and (key == "num_envs" or key in free_env_keys):
-                continue  # the batch size may change on resume; the free keys are the caller's to vary
+            if group == "env" and (key in ("num_envs", "tasks_dir") or key in free_env_keys):
+                continue  # the batch size and the task-set folder may change; the free keys are the caller's
             old = was.get(key, value)
             if old != value:
                 raise ValueError(f"{what} was trained with {group}.{key}={old!r}, but the config has {value!r}")
@@ -359,7 +360,7 @@ def apply_warm_start(module, state: dict[str, torch.Tensor], frames: int, source
 
 
 # ----------------------------------------------------------------------------------------- shipped policies
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
+PRETRAINED_DIR = data_dir() / "pretrained"
 MANIFEST = PRETRAINED_DIR / "manifest.json"
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from rl2_lightning.resources import conf_dir
+
+CONF_DIR = conf_dir()
 PRESETS_DIR = CONF_DIR / "conf"
 
 
@@ -64,7 +66,15 @@ def validate(cfg: DictConfig) -> None:
     """Check every component against its constructor, then the rules that span components."""
     from rl2_lightning.components import check_all
 
-    check_all(cfg)
+    try:
+        check_all(cfg)
+    except ValueError as err:
+        if str(err).startswith("env.simulator.") and " is not an argument of " in str(err):
+            # The usual cause: env=<family> under a preset of another family (the default preset sets bandit sizes).
+            raise ValueError(f"{err}. A preset sets the sizes of its own family: with env=<family>, also pick a "
+                             "preset of that family (conf=<name>, e.g. one in your --config-dir) or drop the "
+                             "preset with ~conf") from None
+        raise
     if cfg.threads is not None and cfg.threads < 1:
         raise ValueError(f"threads={cfg.threads} is not allowed; it must be >= 1 (or null)")
     for name, node in (cfg.callbacks or {}).items():
@@ -92,27 +102,90 @@ def validate(cfg: DictConfig) -> None:
             )
 
 
-def compose(overrides: list[str] = ()) -> DictConfig:
-    """``conf/train.yaml`` composed with ``overrides`` and checked (what ``train.py`` runs on)."""
+def compose(overrides: list[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides`` and checked (what ``train.py`` runs on);
+    ``config_dir`` is a folder of the user's own config groups and presets, searched before the
+    library's (what ``--config-dir`` is to ``train.py``)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    check_preset(list(overrides))
+    overrides = list(overrides)
+    check_preset(overrides, config_dir)
     register_configs()
+    if config_dir is not None:
+        overrides.append(f"hydra.searchpath=[file://{Path(config_dir).expanduser().resolve()}]")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=list(overrides))
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    check_preset_family(cfg.hydra.runtime.choices, config_dir)
+    with open_dict(cfg):
+        del cfg["hydra"]
     validate(cfg)
     return cfg
 
 
-def check_preset(overrides: list[str]) -> None:
-    """One-line error for ``conf=<name>`` when ``conf/conf/<name>.yaml`` does not exist."""
+def preset_env(name: str, config_dir: str | Path | None = None) -> str | None:
+    """The env option (family) a preset selects: its ``override /env: <option>``, or that of the preset
+    it extends; None if it selects none."""
+    import yaml
+
+    for d in ([Path(config_dir).expanduser() / "conf"] if config_dir else []) + [PRESETS_DIR]:
+        path = d / f"{name}.yaml"
+        if path.is_file():
+            break
+    else:
+        return None
+    for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults", []):
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if key.replace("override", "").strip().lstrip("/") == "env":
+                    return value
+        elif isinstance(entry, str) and entry not in ("_self_",) and not entry.startswith("/"):
+            found = preset_env(entry, config_dir)  # a preset extending another (tabular_n10_rl3)
+            if found:
+                return found
+    return None
+
+
+def check_preset_family(choices, config_dir: str | Path | None = None) -> None:
+    """Refuse, in one line, a preset of one family composed with another family's env option: the preset's
+    sizes (arms, envs per iteration ...) would silently override the chosen family's own."""
+    preset, env = choices.get("conf"), choices.get("env")
+    family = preset_env(preset, config_dir) if preset else None
+    if family is not None and env is not None and family != env:
+        raise ValueError(
+            f"conf={preset} is a preset of env={family}, but env={env} is selected: its settings would override "
+            f"{env}'s own. Pick a preset of env={env} (conf=<name>, e.g. one in your --config-dir), or drop the "
+            "preset with ~conf"
+        )
+
+
+def preset_names(config_dir: str | Path | None = None) -> list[str]:
+    """The presets (``conf/<name>.yaml`` of the config group ``conf``): the library's and the user's."""
+    dirs = [PRESETS_DIR] + ([Path(config_dir).expanduser() / "conf"] if config_dir else [])
+    return sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
+
+
+def check_preset(overrides: list[str], config_dir: str | Path | None = None) -> None:
+    """One-line error for ``conf=<name>`` when no preset of that name exists (in the library, or in the
+    user's ``config_dir``)."""
     for override in overrides:
         key, _, value = override.partition("=")
-        if key == "conf" and not (PRESETS_DIR / f"{value}.yaml").is_file():
-            names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-            raise ValueError(f"conf={value} is not a preset; choose one of: {', '.join(names)}")
+        if key.lstrip("+~") == "conf" and value and value not in preset_names(config_dir):
+            where = f" (the library's, and {Path(config_dir) / 'conf'})" if config_dir else ""
+            raise ValueError(f"conf={value} is not a preset{where}; choose one of: {', '.join(preset_names(config_dir))}")
 
 
 def container(node: DictConfig | None) -> Any:
     """A config node as plain Python (resolved), as modules store it in checkpoints."""
     return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def check_hydra_run() -> None:
+    """:func:`check_preset_family` for the run Hydra composed (``train.py``), if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    runtime = HydraConfig.get().runtime
+    user = [src.path.removeprefix("file://") for src in runtime.config_sources
+            if src.provider == "command-line" and src.schema == "file"]
+    check_preset_family(runtime.choices, user[0] if user else None)

@@ -15,8 +15,23 @@ import re
 import sys
 from pathlib import Path
 
+class MissingExtra(ImportError):
+    """An optional part of the library was asked for and its packages are not installed."""
+
+
 #: what a check raises; anything else is a bug and keeps its traceback
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+USER_ERRORS = (ValueError, OSError, FloatingPointError, MissingExtra)
+
+
+def require_extra(module: str, extra: str, what: str):
+    """``module`` imported, or a one-line :class:`MissingExtra` naming the pip extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise MissingExtra(f"{what} needs {module.split('.')[0]}, which is not installed: "
+                           f"pip install 'rl2-lightning[{extra}]'") from None
 
 
 def _hydra_errors() -> tuple[type[BaseException], ...]:

@@ -30,12 +30,13 @@ from hydra.utils import instantiate
 from rl2_lightning.evaluation import evaluate, policy_key
 
 
-def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
-    """``conf=<preset> [ckpt=<file>] [out=<dir>] [key=value ...]``: RL² (if ``ckpt``) and the baselines."""
+def evaluate_checkpoint(overrides: list[str], config_dir: str | None = None) -> list[dict]:
+    """``conf=<preset> [ckpt=<file>] [out=<dir>] [key=value ...]``: RL² (if ``ckpt``) and the baselines;
+    ``config_dir`` is a folder of the user's own presets and config groups (as ``--config-dir``)."""
     from rl2_lightning.config import compose
 
     args = dict(a.split("=", 1) for a in overrides if a.split("=", 1)[0] in ("ckpt", "out"))
-    cfg = compose([a for a in overrides if a.split("=", 1)[0] not in ("ckpt", "out")])
+    cfg = compose([a for a in overrides if a.split("=", 1)[0] not in ("ckpt", "out")], config_dir)
     if cfg.threads is not None:  # as in training: 1 is fastest when the CPU is shared
         torch.set_num_threads(cfg.threads)
     env = instantiate(cfg.env)
@@ -63,24 +64,53 @@ def evaluate_checkpoint(overrides: list[str]) -> list[dict]:
     )
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    """CLI: ``conf=<preset> [ckpt=...]`` (RL² and baselines), or ``--family ...`` (baselines only)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if any("=" in a and not a.startswith("-") for a in argv):
-        return evaluate_checkpoint(argv)
-    from rl2_lightning.envs import FAMILIES, TrialEnvFactory
+USAGE = """%(prog)s conf=<preset> [ckpt=<file>|ckpt=pretrained] [out=<dir>] [key=value ...] [--config-dir DIR]
+       %(prog)s --family {bandit,tabular,riverswim} --episodes N [--num-arms K] [--out DIR]"""
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", required=True, choices=[f for f in FAMILIES if f != "maze"])
-    parser.add_argument("--num-arms", type=int, default=5, help="bandit arms k")
-    parser.add_argument("--episodes", type=int, required=True, help="episodes per trial n")
-    parser.add_argument("--out", default="outputs/evaluate", help="directory for the .md/.csv/.png outputs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
+EPILOG = """modes:
+  conf=<preset> ...   a policy (ckpt=<training checkpoint>, or ckpt=pretrained for the shipped one) beside
+                      the setting's baselines; without ckpt, the baselines only. Any training override
+                      applies, e.g. callbacks.metatest.num_tasks=100, threads=1, env.tasks_dir=<folder>.
+                      --config-dir names a folder of your own presets (as for training). Files go to out=
+                      (default: <run>/evaluate beside a run's checkpoint, else outputs/evaluate).
+  --family ...        the baselines of a family and trial length, without a preset.
+
+examples:
+  %(prog)s conf=bandit_k10_n10 ckpt=pretrained
+  %(prog)s conf=tabular_n10 ckpt=runs/tabular_n10/<run>/checkpoints/last.ckpt out=results
+  %(prog)s --family bandit --num-arms 5 --episodes 10"""
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """CLI: ``conf=<preset> [ckpt=...]`` (a policy and the baselines), or ``--family ...`` (baselines only)."""
+    from rl2_lightning.envs import TrialEnvFactory, family_class
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], usage=USAGE, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="conf=<preset>, ckpt=, out= and any training override")
+    parser.add_argument("--config-dir", "-cd", help="a folder of your own presets and config groups")
+    parser.add_argument("--family", choices=["bandit", "tabular", "riverswim"], help="baselines of a family, no preset")
+    parser.add_argument("--num-arms", type=int, default=5, help="bandit arms k (--family bandit)")
+    parser.add_argument("--episodes", type=int, help="episodes per trial n (--family)")
+    parser.add_argument("--out", default="outputs/evaluate", help="directory for the .md/.csv/.png outputs (--family)")
+    parser.add_argument("--seed", type=int, default=0, help="(--family)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (--family; 1 is fastest for these small ops)")
     args = parser.parse_args(argv)
+    if args.overrides:
+        if args.family:
+            parser.error("give either conf=<preset> ... or --family, not both")
+        bad = [a for a in args.overrides if "=" not in a and not a.startswith("~")]
+        if bad:
+            parser.error(f"{bad[0]!r} is not key=value")
+        return evaluate_checkpoint(args.overrides, args.config_dir)
+    if not args.family or args.episodes is None:
+        parser.error("give conf=<preset> [ckpt=...], or --family and --episodes")
     torch.set_num_threads(args.threads)
     sizes = {"num_arms": args.num_arms} if args.family == "bandit" else {}
-    env = TrialEnvFactory(partial(FAMILIES[args.family], **sizes), args.episodes)
+    env = TrialEnvFactory(partial(family_class(args.family), **sizes), args.episodes)
     return evaluate(env, out_dir=args.out, seed=args.seed)
 
 

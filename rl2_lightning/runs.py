@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger("rl2_lightning")
@@ -214,3 +215,29 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class MultirunSummary(Callback):
+    """Hydra callback (``hydra.callbacks.summary`` in ``conf/train.yaml``): after a multirun (``-m``, a
+    sweep) one table of every job's overrides and result (the last meta-test's trial return)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, str]] = []
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:  # noqa: D102 - Hydra's callback API
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.COMPLETED:
+            value = job_return.return_value
+            result = "no meta-test" if value is None else f"{value:.2f}"
+        else:
+            result = f"failed: {type(job_return._return_value).__name__}"
+        self.jobs.append((" ".join(job_return.overrides or []) or "(defaults)", result))
+
+    def on_multirun_end(self, config, **kwargs) -> None:  # noqa: D102
+        if not self.jobs:
+            return
+        width = max(len(o) for o, _ in self.jobs)
+        lines = [f"{'#':>3}  {'overrides':<{width}}  result", *(f"{i:>3}  {o:<{width}}  {r}" for i, (o, r) in enumerate(self.jobs))]
+        print("\nmultirun summary (meta-test trial return of each job):\n" + "\n".join(lines), flush=True)
+

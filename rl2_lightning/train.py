@@ -18,8 +18,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from callbacks import MetaTestCallback, TrainingStopped, run_progress_bar
-from rl2_lightning.config import container, validate
+from rl2_lightning.callbacks import MetaTestCallback, TrainingStopped, run_progress_bar
+from rl2_lightning.config import check_hydra_run, container, validate
 from rl2_lightning.datamodule import TrialDataModule
 from rl2_lightning.ddp import strategy_for
 from rl2_lightning.module import RL2Module
@@ -55,19 +55,19 @@ def check_task_sets(cfg: DictConfig) -> None:
 
         size = POOL_SIZE
     else:
-        from rl2_lightning.envs.tasks import TASKS_DIR, load_task_set, task_set_path
+        from rl2_lightning.envs.tasks import available_distributions, load_task_set, task_set_path
 
         spec = env.spec_env()
         distribution = spec.simulator.distribution
         spec.close()
-        path = task_set_path(distribution, metatest.task_set)
+        path = task_set_path(distribution, metatest.task_set, env.tasks_dir)
         if not path.exists():
-            have = sorted({p.stem.rsplit("_", 1)[0] for p in TASKS_DIR.glob("*.pt")})
             raise FileNotFoundError(
                 f"no {metatest.task_set} task set for {distribution} ({path} is missing); task sets exist for "
-                f"{', '.join(have)}: train one of those, or set callbacks.metatest=null"
+                f"{', '.join(available_distributions(env.tasks_dir))}: write yours with `rl2-tasks generate "
+                f"--simulator <module.Class> --out <folder>` and set env.tasks_dir=<folder>, or set callbacks.metatest=null"
             )
-        size = len(load_task_set(distribution, metatest.task_set))
+        size = len(load_task_set(distribution, metatest.task_set, tasks_dir=env.tasks_dir))
     if metatest.num_tasks > size:
         raise ValueError(
             f"callbacks.metatest.num_tasks={metatest.num_tasks} is not allowed; the {metatest.task_set} set holds {size} tasks"
@@ -128,6 +128,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     ``extra_callbacks`` are appended to the configured ones (used by tests and notebooks).
     """
     setup_logging(None)
+    check_hydra_run()
     validate(cfg)
     check_devices(cfg)
     check_task_sets(cfg)
@@ -175,7 +176,9 @@ def _fit(cfg: DictConfig, ckpt_path: Path | None, run_dir: Path, warm, extra_cal
     except SIGTERMException:  # Lightning's own stop after an epoch's checkpoint: same exit status as ours
         raise TrainingStopped(143) from None
     metatest = next((c for c in callbacks if isinstance(c, MetaTestCallback)), None)
-    if metatest is not None and metatest.last is not None:
+    if metatest is None or metatest.last is None:  # no meta-test: still say where the result is
+        say(f"result: no meta-test ({int(module.frames):,} frames); checkpoint {Path(run_dir) / 'checkpoints' / 'last.ckpt'}")
+    else:
         say(end_of_run_line(metatest, int(module.frames), run_dir))
         if logger:  # TensorBoard's hparams view: the run's result instead of the placeholder -1
             logger.log_metrics({"hp_metric": metatest.last["trial_return"]}, step=int(module.frames))

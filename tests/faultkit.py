@@ -47,7 +47,7 @@ class Fault(L.Callback):
 
 def signal_group_during_metatest() -> None:
     """Make epoch 1's meta-test send SIGINT to this process's whole group once its trials are under way."""
-    from callbacks import MetaTestCallback
+    from rl2_lightning.callbacks import MetaTestCallback
     from rl2_lightning.evaluation import scoring
 
     real = scoring.play_trials

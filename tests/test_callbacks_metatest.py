@@ -6,7 +6,7 @@ import pytest
 import torch
 from trainkit import compose_cfg, module_of
 
-from callbacks import MetaTestCallback
+from rl2_lightning.callbacks import MetaTestCallback
 from rl2_lightning.evaluation.scoring import summarize
 
 
@@ -90,7 +90,7 @@ def test_the_callback_and_the_evaluate_command_score_a_policy_alike(preset):
     the same number in a training run's meta-test and in ``python -m rl2_lightning.evaluate``."""
     from hydra.utils import instantiate
 
-    from callbacks import MetaTestCallback
+    from rl2_lightning.callbacks import MetaTestCallback
     from rl2_lightning.config import compose
     from rl2_lightning.evaluation import evaluate, policy_key
     from rl2_lightning.evaluation.scoring import summarize

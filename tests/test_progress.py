@@ -1,6 +1,6 @@
 """The progress bar's metrics (callbacks/progress.py)."""
 
-from callbacks.progress import format_metrics
+from rl2_lightning.callbacks.progress import format_metrics
 
 
 def test_frames_are_whole_numbers_and_the_logger_version_is_gone():

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from rl2_lightning.envs.tasks import DATA_DIR
+from rl2_lightning.resources import data_dir, writable_dir
 
-CACHE_DIR = DATA_DIR / "baselines"
+CACHE_DIR = data_dir() / "baselines"
 
 
 def default_depth(max_pulls: int, gamma: float, tol: float = 1e-4, cap: int = 1000) -> int:
@@ -97,6 +97,8 @@ def gittins_table(max_pulls: int, gamma: float, cache_dir: Path | None = CACHE_D
     s, f = torch.meshgrid(torch.arange(pulls + 1), torch.arange(pulls + 1), indexing="ij")
     keep = s + f <= pulls
     path = None if cache_dir is None else Path(cache_dir) / f"gittins_n{pulls}_g{gamma:g}.pt"
+    if path is not None and not path.exists() and Path(cache_dir) == CACHE_DIR:
+        path = writable_dir("baselines") / path.name  # built here, or in the user's cache if installed read-only
     cached = _read_cached(path, int(keep.sum())) if path is not None and path.exists() else None
     if cached is not None:
         table = torch.full((pulls + 1, pulls + 1), float("nan"), dtype=torch.float64)

@@ -16,8 +16,9 @@ import yaml
 from rl2_lightning.baselines.bandit import BANDIT_BASELINES, make_bandit_baseline
 from rl2_lightning.baselines.mdp import PRIORS, TABULAR_BASELINES, make_tabular_baseline
 from rl2_lightning.envs import BernoulliBandit, TabularMDP, make_simulator
+from rl2_lightning.resources import conf_dir
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "baselines"
+CONF_DIR = conf_dir() / "baselines"
 #: method key -> display name (the paper's RL² numbers are matched by the ``rl2`` key)
 DISPLAY_NAMES = {**BANDIT_BASELINES, **TABULAR_BASELINES, "rl2": "RL²", "rl3": "RL³"}
 

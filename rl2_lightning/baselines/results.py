@@ -28,8 +28,8 @@ from rl2_lightning.evaluation import evaluate
 from rl2_lightning.evaluation.paper import PAPER_RESULTS
 from rl2_lightning.evaluation.report import fmt_cell
 from rl2_lightning.pretrained import load as load_pretrained, read_manifest
+from rl2_lightning.resources import data_dir
 
-ROOT = Path(__file__).resolve().parents[2]
 TABLE1 = [f"bandit_k{k}_n{n}" for n in (10, 100, 500) for k in (5, 10, 50)]
 TABLE2 = [f"tabular_n{n}" for n in (10, 25, 50, 75, 100)]
 MARK = {"within": "✓", "above": "▲", "below": "▼", "": ""}
@@ -221,7 +221,7 @@ def _outside(results: dict[str, list[dict]]) -> list[str]:
     return out
 
 
-TRAINING_DIR = ROOT / "data" / "training"
+TRAINING_DIR = data_dir() / "training"  # in a source checkout only
 
 
 def best_baseline(rows: list[dict]) -> dict | None:
@@ -374,8 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     """CLI: score every setting of the chosen tables and write the Markdown document."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", nargs="*", type=int, default=[1, 2], choices=[1, 2])
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"), help="Markdown file to write ('' for none)")
-    parser.add_argument("--artifacts", default=str(ROOT / "outputs" / "results"), help="per-setting .md/.csv/.png")
+    parser.add_argument("--out", default="docs/results.md", help="Markdown file to write ('' for none)")
+    parser.add_argument("--artifacts", default="outputs/results", help="per-setting .md/.csv/.png")
     parser.add_argument("--notes", default=None, help="a Markdown file appended as the discussion of differences")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="rebuild the document from --artifacts/results.json")

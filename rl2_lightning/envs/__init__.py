@@ -7,7 +7,7 @@ a :class:`~rl2_lightning.envs.tasks.TaskSource` (where tasks come from) -> :clas
 
 from __future__ import annotations
 
-from typing import Annotated, Callable, Union
+from typing import Annotated, Callable, Optional, Union
 
 import torch
 from torchrl.envs import Compose, InitTracker, TransformedEnv
@@ -19,27 +19,16 @@ from rl2_lightning.envs.episode import EpisodeEnv
 from rl2_lightning.envs.inner import InnerEstimates
 from rl2_lightning.envs.tabular import RiverSwim, TabularMDP
 from rl2_lightning.envs.tasks import FixedTasks, SampledTasks, TaskSource, derive_seed, excluded_tasks
-from rl2_lightning.envs.trial import TaskSimulator, TrialEnv
+from rl2_lightning.envs.trial import FAMILIES, TaskSimulator, TrialEnv
+from rl2_lightning.errors import first_line
 
 
-def _maze(**kwargs) -> TaskSimulator:
-    """The maze simulator, imported on demand (it needs ViZDoom)."""
-    from rl2_lightning.envs.maze.doom import MazeSimulator
+#: families whose module is imported only when asked for by name (the maze needs ViZDoom)
+_LAZY_FAMILIES = {"maze": "rl2_lightning.envs.maze.doom"}
 
-    return MazeSimulator(**kwargs)
-
-
-#: the built-in families by name, for the functions below and the command-line tools; the training
-#: application names its simulator by ``_target_`` instead (conf/env/), so a new family needs no entry
-FAMILIES: dict[str, Callable[..., TaskSimulator]] = {
-    "bandit": BernoulliBandit,
-    "tabular": TabularMDP,
-    "riverswim": RiverSwim,
-    "maze": _maze,
-}
-
-#: Task distributions that have fixed held-out / tuning sets under data/tasks/ (one per distinct
-#: distribution: the trial length n does not change the tasks).
+#: Task distributions of the library that have fixed held-out / tuning sets under data/tasks/ (one per
+#: distinct distribution: the trial length n does not change the tasks); the key is the simulator's
+#: ``distribution``. A user's own family writes its sets with ``rl2-tasks generate --simulator``.
 TASK_DISTRIBUTIONS: dict[str, dict] = {
     "bandit_k5": {"family": "bandit", "num_arms": 5},
     "bandit_k10": {"family": "bandit", "num_arms": 10},
@@ -51,16 +40,38 @@ TASK_DISTRIBUTIONS: dict[str, dict] = {
 SimulatorFactory = Union[str, Callable[..., TaskSimulator]]
 
 
+def known_families() -> list[str]:
+    """Every family name :func:`family_class` resolves without a dotted path."""
+    return sorted(set(FAMILIES) | set(_LAZY_FAMILIES))
+
+
+def family_class(name: str) -> type[TaskSimulator]:
+    """The simulator class of a registered family name (``bandit``) or of a dotted path
+    (``mymodule.ThreeArms``, imported on demand); one-line error otherwise."""
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if name in _LAZY_FAMILIES:
+        import importlib
+
+        importlib.import_module(_LAZY_FAMILIES[name])
+        return FAMILIES[name]
+    if "." in name:
+        from hydra.utils import get_class
+
+        try:
+            cls = get_class(name)
+        except Exception as err:  # noqa: BLE001 - any import failure gets the same one-line error
+            raise ValueError(f"simulator {name!r} cannot be imported ({first_line(err)})") from None
+        if not (isinstance(cls, type) and issubclass(cls, TaskSimulator)):
+            raise ValueError(f"simulator {name!r} is not a TaskSimulator subclass")
+        return cls
+    raise ValueError(f"env family {name!r} is unknown; known: {', '.join(known_families())} (or a module.Class path)")
+
+
 def _simulator_class(simulator: SimulatorFactory):
     """The class behind a family name, a class or a ``functools.partial`` of one."""
     if isinstance(simulator, str):
-        if simulator == "maze":
-            from rl2_lightning.envs.maze.doom import MazeSimulator
-
-            return MazeSimulator
-        if simulator not in FAMILIES:
-            raise ValueError(f"env family {simulator!r} is unknown; built in: {', '.join(FAMILIES)}")
-        return FAMILIES[simulator]
+        return family_class(simulator)
     return getattr(simulator, "func", simulator)
 
 
@@ -68,11 +79,10 @@ def make_simulator(
     simulator: SimulatorFactory, num_envs: int, device: torch.device | str = "cpu", **kwargs
 ) -> TaskSimulator:
     """Build a batched simulator: ``simulator`` is a family name (``bandit``, ``tabular``, ``riverswim``,
-    ``maze``), a :class:`TaskSimulator` class, or a ``functools.partial`` of one holding its sizes."""
+    ``maze``, or a registered one of yours), a dotted path to a :class:`TaskSimulator` class, the class,
+    or a ``functools.partial`` of one holding its sizes."""
     if isinstance(simulator, str):
-        if simulator not in FAMILIES:
-            raise ValueError(f"env family {simulator!r} is unknown; built in: {', '.join(FAMILIES)}")
-        simulator = FAMILIES[simulator]
+        simulator = family_class(simulator)
     try:
         return simulator(num_envs=num_envs, device=device, **kwargs)
     except TypeError as err:  # an argument the family does not take
@@ -92,6 +102,7 @@ def make_trial_env(
     device: torch.device | str = "cpu",
     init_tracker: bool = True,
     inner_estimates: bool = False,
+    tasks_dir: str | None = None,
     **simulator_kwargs,
 ) -> TrialEnv | TransformedEnv:
     """A ready RL² trial env.
@@ -103,7 +114,8 @@ def make_trial_env(
     (hyperparameters are chosen on the mazes training draws from, never on the held-out ones). ``init_tracker`` appends TorchRL's ``InitTracker``
     (``is_init`` marks trial starts, where the memory resets). ``trials_per_reset > 1`` is the no-reset
     ablation (see :class:`TrialEnv`). ``inner_estimates`` appends RL³'s inner estimates to the observation
-    (:func:`inner_estimates_for`).
+    (:func:`inner_estimates_for`). ``tasks_dir`` is a folder of the user's task sets, searched before the
+    library's (:func:`~rl2_lightning.envs.tasks.task_set_dirs`).
     """
     own_pools = getattr(_simulator_class(simulator), "own_pools", False)
     if own_pools:
@@ -113,12 +125,12 @@ def make_trial_env(
     if task_set is None:
         # Own pools are disjoint by construction (checked when generated); other families exclude
         # their fixed sets from the stream by fingerprint.
-        exclude = None if own_pools else excluded_tasks(sim.distribution)
+        exclude = None if own_pools else excluded_tasks(sim.distribution, tasks_dir)
         source = SampledTasks(sim.sample_tasks, derive_seed(seed, "train", "tasks", rank, worker), exclude, sim.device)
     else:
         from rl2_lightning.envs.tasks import load_task_set
 
-        source = FixedTasks(sim.task_set() if own_pools else load_task_set(sim.distribution, task_set))
+        source = FixedTasks(sim.task_set() if own_pools else load_task_set(sim.distribution, task_set, tasks_dir=tasks_dir))
     sim.seed(derive_seed(seed, "train" if task_set is None else task_set, "dynamics", rank, worker))
     env = TrialEnv(sim, source, episodes_per_trial, trials_per_reset, device=sim.device)
     env.worker = worker
@@ -162,6 +174,8 @@ class TrialEnvFactory:
             the policy of one update earlier; PPO's ratio is taken to the policy that collected).
         inner_estimates: RL³: append the trial's model-based action values and counts of the current
             state to the observation (:class:`~rl2_lightning.envs.inner.InnerEstimates`).
+        tasks_dir: a folder of your own task sets (``rl2-tasks generate --simulator ... --out DIR``),
+            searched before the library's ``data/tasks``.
     """
 
     def __init__(
@@ -173,6 +187,7 @@ class TrialEnvFactory:
         workers: Annotated[int, Range(1)] = 1,
         prefetch: bool = False,
         inner_estimates: bool = False,
+        tasks_dir: Optional[str] = None,
     ):
         cls = _simulator_class(simulator)
         if num_envs % workers:
@@ -184,6 +199,7 @@ class TrialEnvFactory:
             raise ValueError("env.prefetch=true collects in one worker process; it needs env.workers=1")
         self.trials_per_reset, self.workers, self.prefetch = trials_per_reset, workers, bool(prefetch)
         self.inner_estimates = bool(inner_estimates)
+        self.tasks_dir = tasks_dir
 
     @property
     def simulator_class(self) -> type[TaskSimulator]:
@@ -199,7 +215,7 @@ class TrialEnvFactory:
         return make_trial_env(
             self.simulator, num_envs or self.num_envs, episodes_per_trial or self.episodes_per_trial,
             trials_per_reset=self.trials_per_reset if task_set is None else 1, task_set=task_set, device=device,
-            inner_estimates=self.inner_estimates, **kwargs,
+            inner_estimates=self.inner_estimates, tasks_dir=self.tasks_dir, **kwargs,
         )
 
     def spec_env(self) -> TrialEnv | TransformedEnv:

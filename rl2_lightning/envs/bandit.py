@@ -19,6 +19,8 @@ class BernoulliBandit(TaskSimulator):
     observation is a constant 1: everything the agent learns comes through prev action and reward.
     """
 
+    family = "bandit"
+
     fixed_episode_steps = 1
     max_episode_steps = 1
     observation_shape = (1,)

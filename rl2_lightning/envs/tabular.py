@@ -44,6 +44,8 @@ class TabularMDP(TaskSimulator):
     :meth:`step` samples from.
     """
 
+    family = "tabular"
+
     reward_prior = 1.0  # mu ~ N(1, 1)
 
     def __init__(
@@ -135,6 +137,8 @@ class RiverSwim(TabularMDP):
     Fixed across tasks: swimming left always moves one state left (stays in state 0), and swimming
     right in the last state pays ``r_large = 1``.
     """
+
+    family = "riverswim"
 
     R_LARGE = 1.0
     R_SMALL_RANGE = (0.001, 0.009)

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+from rl2_lightning.resources import data_dir
+
+DATA_DIR = data_dir()
 TASKS_DIR = DATA_DIR / "tasks"
 CHECKSUMS_FILE = TASKS_DIR / "checksums.json"
 SPLITS = ("heldout", "tuning")
@@ -166,26 +168,50 @@ def tensordict_checksum(tasks: TensorDict) -> str:
     return h.hexdigest()
 
 
-def task_set_path(distribution: str, split: str) -> Path:
-    """File of one fixed task set, e.g. ``data/tasks/bandit_k5_heldout.pt``."""
+def task_set_dirs(tasks_dir: str | Path | None = None) -> list[Path]:
+    """Where task sets are looked for, in order: the user's folder (``env.tasks_dir``), then the library's."""
+    return ([Path(tasks_dir).expanduser()] if tasks_dir else []) + [TASKS_DIR]
+
+
+def task_set_path(distribution: str, split: str, tasks_dir: str | Path | None = None) -> Path:
+    """File of one fixed task set, e.g. ``data/tasks/bandit_k5_heldout.pt``: the first folder of
+    :func:`task_set_dirs` that holds it (the user's folder if none does)."""
     if split not in SPLITS:
         raise ValueError(f"task set split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
-    return TASKS_DIR / f"{distribution}_{split}.pt"
+    dirs = task_set_dirs(tasks_dir)
+    return next((d / f"{distribution}_{split}.pt" for d in dirs if (d / f"{distribution}_{split}.pt").exists()),
+                dirs[0] / f"{distribution}_{split}.pt")
 
 
-def _read_checksums() -> dict[str, str]:
-    if not CHECKSUMS_FILE.exists():
-        return {}
-    return json.loads(CHECKSUMS_FILE.read_text())
+def available_distributions(tasks_dir: str | Path | None = None) -> list[str]:
+    """The distributions with task-set files in the folders of :func:`task_set_dirs`."""
+    return sorted({p.stem.rsplit("_", 1)[0] for d in task_set_dirs(tasks_dir) for p in d.glob("*.pt")})
 
 
-def load_task_set(distribution: str, split: str = "heldout", verify: bool = True) -> TensorDict:
-    """Load a fixed task set and check it against ``data/tasks/checksums.json``.
+def _checksums_file(directory: Path) -> Path:
+    return CHECKSUMS_FILE if directory == TASKS_DIR else directory / "checksums.json"
+
+
+def _read_checksums(directory: Path) -> dict[str, str]:
+    path = _checksums_file(directory)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _regenerate_hint(directory: Path) -> str:
+    if directory == TASKS_DIR:
+        return "regenerate with `python -m rl2_lightning.envs.tasks generate`"
+    return f"regenerate with `python -m rl2_lightning.envs.tasks generate --simulator <your class> --out {directory}`"
+
+
+def load_task_set(
+    distribution: str, split: str = "heldout", verify: bool = True, tasks_dir: str | Path | None = None
+) -> TensorDict:
+    """Load a fixed task set and check it against the ``checksums.json`` of its folder.
 
     Raises ``FileNotFoundError`` / ``ValueError`` with the command that regenerates the set.
     """
-    path = task_set_path(distribution, split)
-    regen = "regenerate with `python -m rl2_lightning.envs.tasks generate`"
+    path = task_set_path(distribution, split, tasks_dir)
+    checksums_file, regen = _checksums_file(path.parent), _regenerate_hint(path.parent)
     if not path.exists():
         raise FileNotFoundError(f"task set {path} is missing; {regen}")
     try:
@@ -194,67 +220,126 @@ def load_task_set(distribution: str, split: str = "heldout", verify: bool = True
     except Exception as err:  # corrupt or foreign file; torch's own message suggests an unsafe load
         raise ValueError(f"task set {path} cannot be read ({type(err).__name__}); {regen}") from None
     if verify:
-        if not CHECKSUMS_FILE.exists():
-            raise FileNotFoundError(f"{CHECKSUMS_FILE} is missing, so task set {path.name} cannot be verified; {regen}")
-        expected = _read_checksums().get(path.name)
+        if not checksums_file.exists():
+            raise FileNotFoundError(f"{checksums_file} is missing, so task set {path.name} cannot be verified; {regen}")
+        expected = _read_checksums(path.parent).get(path.name)
         if expected is None:
-            raise ValueError(f"{CHECKSUMS_FILE} has no checksum for {path.name}; {regen}")
+            raise ValueError(f"{checksums_file} has no checksum for {path.name}; {regen}")
         actual = tensordict_checksum(tasks)
         if expected != actual:
             raise ValueError(
-                f"task set {path} does not match its checksum in {CHECKSUMS_FILE.name} "
+                f"task set {path} does not match its checksum in {checksums_file.name} "
                 f"(expected {expected}, got {actual}); {regen}"
             )
     return tasks
 
 
-def excluded_tasks(distribution: str) -> TensorDict | None:
+def excluded_tasks(distribution: str, tasks_dir: str | Path | None = None) -> TensorDict | None:
     """Union of the held-out and tuning sets of a distribution (what training must never draw)."""
-    sets = [load_task_set(distribution, split) for split in SPLITS if task_set_path(distribution, split).exists()]
+    sets = [load_task_set(distribution, split, tasks_dir=tasks_dir) for split in SPLITS
+            if task_set_path(distribution, split, tasks_dir).exists()]
     return torch.cat(sets) if sets else None
 
 
-def generate_task_sets(size: int = TASK_SET_SIZE, out_dir: Path = TASKS_DIR) -> dict[str, str]:
-    """Deterministically draw every distribution's held-out and tuning sets and write them with checksums."""
+def draw_task_sets(sim, size: int = TASK_SET_SIZE) -> dict[str, TensorDict]:
+    """A simulator's held-out and tuning sets: deterministic in its distribution's name, disjoint."""
+    drawn: dict[str, TensorDict] = {}
+    for split in SPLITS:
+        gen = torch.Generator().manual_seed(derive_seed(FIXED_SETS_SEED, sim.distribution, split))
+        tasks = sim.sample_tasks(size, gen)
+        for other in drawn.values():  # the tuning set shares no task with the held-out set
+            if torch.isin(task_fingerprint(tasks), task_fingerprint(other)).any():
+                raise ValueError(f"{sim.distribution}: the {split} set repeats a task of another set; "
+                                 "a distribution with so few distinct tasks cannot have disjoint sets")
+        drawn[split] = tasks
+    return drawn
+
+
+def write_task_sets(sims, out_dir: Path, size: int = TASK_SET_SIZE) -> dict[str, str]:
+    """Draw and write the task sets of each simulator into ``out_dir``, adding their checksums to the
+    folder's ``checksums.json`` (the checksums of other distributions there are kept)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checksums_file = _checksums_file(out_dir)
+    checksums = json.loads(checksums_file.read_text()) if checksums_file.exists() else {}
+    written = {}
+    for sim in sims:
+        for split, tasks in draw_task_sets(sim, size).items():
+            path = out_dir / f"{sim.distribution}_{split}.pt"
+            torch.save({k: v.contiguous() for k, v in tasks.items()}, path)
+            written[path.name] = tensordict_checksum(tasks)
+    checksums.update(written)
+    checksums_file.write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
+    return written
+
+
+def generate_task_sets(size: int = TASK_SET_SIZE, out_dir: Path | None = None) -> dict[str, str]:
+    """Deterministically draw the library's distributions' (:data:`~rl2_lightning.envs.TASK_DISTRIBUTIONS`)
+    held-out and tuning sets and write them with checksums (default: into the library's own folder)."""
     from rl2_lightning.envs import TASK_DISTRIBUTIONS, make_simulator
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checksums = {}
+    sims = []
     for distribution, kwargs in TASK_DISTRIBUTIONS.items():
         kw = dict(kwargs)
-        sim = make_simulator(kw.pop("family"), 1, **kw)
-        drawn = []
-        for split in SPLITS:
-            gen = torch.Generator().manual_seed(derive_seed(FIXED_SETS_SEED, distribution, split))
-            tasks = sim.sample_tasks(size, gen)
-            for other in drawn:  # the tuning set shares no task with the held-out set
-                assert not torch.isin(task_fingerprint(tasks), task_fingerprint(other)).any()
-            drawn.append(tasks)
-            path = out_dir / f"{distribution}_{split}.pt"
-            torch.save({k: v.contiguous() for k, v in tasks.items()}, path)
-            checksums[path.name] = tensordict_checksum(tasks)
-    (out_dir / "checksums.json").write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
-    return checksums
+        sims.append(make_simulator(kw.pop("family"), 1, **kw))
+        if sims[-1].distribution != distribution:
+            raise ValueError(f"TASK_DISTRIBUTIONS[{distribution!r}] builds {sims[-1].distribution}")
+    return write_task_sets(sims, TASKS_DIR if out_dir is None else out_dir, size)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m rl2_lightning.envs.tasks generate|verify``."""
+    """``python -m rl2_lightning.envs.tasks generate|verify`` (also the ``rl2-tasks`` command)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    import yaml
+
+    from rl2_lightning.envs import known_families, make_simulator
+
+    parser = argparse.ArgumentParser(
+        description="Write or check the fixed held-out and tuning task sets of task distributions.",
+        epilog="Without --simulator: the library's own distributions, in its data/tasks/. With it: that one "
+               "distribution, e.g. --simulator mymodule.ThreeArms --arg num_arms=3 --out tasks; then train "
+               "with env.tasks_dir=tasks.",
+    )
     parser.add_argument("command", choices=["generate", "verify"])
+    parser.add_argument("--simulator", help=f"a family ({', '.join(known_families())}) or a TaskSimulator "
+                                            "class by dotted path (module.Class)")
+    parser.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a constructor argument of the simulator (repeatable), e.g. num_arms=3")
+    parser.add_argument("--out", help="the task-set folder (default: ./tasks with --simulator, else the library's)")
+    parser.add_argument("--size", type=int, default=TASK_SET_SIZE, help="tasks per set")
     args = parser.parse_args(argv)
-    if args.command == "generate":
-        for name, digest in generate_task_sets().items():
-            print(f"{digest}  {TASKS_DIR / name}")
+    if args.simulator is None and (args.arg or args.out):
+        parser.error("--arg and --out need --simulator (the library's own sets live in the library)")
+    kwargs = {}
+    for item in args.arg:
+        key, eq, value = item.partition("=")
+        if not eq:
+            parser.error(f"--arg {item!r} is not KEY=VALUE")
+        kwargs[key] = yaml.safe_load(value)
+    out = Path(args.out or "tasks") if args.simulator else TASKS_DIR
+    if args.simulator:
+        sim = make_simulator(args.simulator, 1, **kwargs)
+        distributions = [sim.distribution]
     else:
         from rl2_lightning.envs import TASK_DISTRIBUTIONS
 
-        for distribution in TASK_DISTRIBUTIONS:
+        distributions = list(TASK_DISTRIBUTIONS)
+    if args.command == "generate":
+        written = write_task_sets([sim], out, args.size) if args.simulator else generate_task_sets(args.size)
+        for name, digest in written.items():
+            print(f"{digest}  {out / name}")
+        if args.simulator:
+            print(f"wrote {sim.distribution}'s task sets to {out}; use them with env.tasks_dir={out}")
+    else:
+        for distribution in distributions:
             for split in SPLITS:
-                load_task_set(distribution, split)
-                print(f"ok  {task_set_path(distribution, split)}")
+                load_task_set(distribution, split, tasks_dir=out)
+                print(f"ok  {task_set_path(distribution, split, out)}")
 
 
 if __name__ == "__main__":
-    main()
+    from rl2_lightning.errors import one_line_errors
+
+    with one_line_errors():
+        main()

@@ -24,6 +24,7 @@ once per ``trials_per_reset`` trials, while returns still stop at every trial en
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -40,8 +41,16 @@ class EngineRestarted(RuntimeError):
     """
 
 
+#: every task family by name: a :class:`TaskSimulator` subclass that sets ``family`` is entered here when
+#: its module is imported (the one registry; ``rl2_lightning.envs.FAMILIES`` is this dict)
+FAMILIES: dict[str, type["TaskSimulator"]] = {}
+
+
 class TaskSimulator(abc.ABC):
     """Batched dynamics of one task family over ``num_envs`` parallel tasks.
+
+    A subclass that sets ``family = "<name>"`` is registered under that name when it is defined, so
+    the command-line tools and ``make_simulator`` know it; configs name it by ``_target_`` either way.
 
     Subclasses keep their per-env state as tensors of leading size ``num_envs`` and implement every
     method as tensor operations over that batch (no Python loop over envs). The tensors that
@@ -49,6 +58,8 @@ class TaskSimulator(abc.ABC):
     modify them in place, so they must be fresh tensors, never views of the simulator's state.
     """
 
+    #: the family's name in :data:`FAMILIES` (None: not registered by name)
+    family: ClassVar[str | None] = None
     #: number of discrete actions
     num_actions: int
     #: shape of one observation (without the batch dimension)
@@ -64,6 +75,16 @@ class TaskSimulator(abc.ABC):
     #: mean reward of a state-action pair under the family's task distribution: what RL³'s inner
     #: estimates assume for a pair the trial has not visited yet (a fact of the distribution, not of a task)
     reward_prior: float = 0.0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("family")
+        if name:
+            other = FAMILIES.get(name)
+            if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise ValueError(f"task family {name!r} is taken by {other.__module__}.{other.__qualname__}; "
+                                 f"give {cls.__module__}.{cls.__qualname__} another family name")
+            FAMILIES[name] = cls
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu"):
         if num_envs < 1:

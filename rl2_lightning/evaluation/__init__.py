@@ -8,6 +8,7 @@ the meta-test callback scores with the same :mod:`.scoring` functions.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -106,8 +107,11 @@ def evaluate(
     paper = PAPER_RESULTS.get(setting, {})
     rows, media = [], {}
     try:
-        for key, policy in todo.items():
-            start = time.perf_counter()
+        for i, key in enumerate(todo, 1):
+            policy, start = todo[key], time.perf_counter()
+            if verbose:  # progress: a long evaluation says what it is playing, method by method
+                print(f"[{i}/{len(todo)}] {display_name(key)} on {len(tasks)} {task_set} tasks ...", end=" ",
+                      file=sys.stderr, flush=True)
             if _is_factory(policy):
                 policy = policy()
             returns, steps = score_on_tasks(play, policy, tasks, key=key, seed=seed, task_set=task_set)
@@ -117,8 +121,11 @@ def evaluate(
                 "paper": paper.get(key), "vs_paper": report.vs_paper(mean, ci, paper.get(key)),
                 **play.base_env.simulator.trial_metrics(steps, n),
                 "seconds": time.perf_counter() - start, "per_episode": returns.double().mean(0).tolist(),
+                "per_episode_ci95": (1.96 * returns.double().std(0) / len(returns) ** 0.5).tolist(),
             }
             rows.append(row)
+            if verbose:
+                print(f"{mean:.2f} ± {ci:.2f} ({row['seconds']:.1f} s)", file=sys.stderr, flush=True)
             if out_dir is not None and hasattr(sim_cls, "positions"):
                 media[key] = _record(env, agent if key in (policies or {}) else None, policy, tasks, n, seed, key,
                                      Path(out_dir) / f"trial_{key}")
@@ -134,6 +141,8 @@ def evaluate(
             print(f"{display_name(key)}: {' '.join(map(str, paths))}")
     if out_dir is not None:
         report.write_outputs(rows, setting, Path(out_dir), text, size)
+        if verbose:
+            print(f"wrote {Path(out_dir) / setting}.md, .csv and .png")
     return rows
 
 

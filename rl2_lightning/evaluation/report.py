@@ -111,17 +111,40 @@ def write_outputs(rows: list[dict], setting: str, out_dir: Path, table_text: str
     _pyplot().close(fig)
 
 
+#: the meta-learned policies' keys (drawn bold, with their interval, in every figure)
+LEARNED_POLICIES = ("rl2", "rl3")
+
+
+def method_colours(keys: list[str]) -> dict[str, str]:
+    """A colour per method, none repeated: the learned policies black and blue, the others from tab20."""
+    from matplotlib.colors import to_rgb
+
+    plt = _pyplot()
+    fixed = {"rl2": "black", "rl3": "tab:blue"}
+    palette = [c for c in plt.get_cmap("tab20").colors if tuple(c[:3]) != to_rgb("tab:blue")]
+    others = [k for k in keys if k not in fixed]
+    if len(others) > len(palette):
+        palette += list(plt.get_cmap("tab20b").colors)
+    return {**{k: fixed[k] for k in keys if k in fixed}, **dict(zip(others, palette))}
+
+
 def returns_figure(rows: list[dict], setting: str):
     """Mean reward per episode index of every method (a running mean over long trials)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = method_colours([r["key"] for r in rows])
     for r in rows:
         y = torch.tensor(r["per_episode"])
+        half = torch.tensor(r.get("per_episode_ci95") or [0.0] * len(y))
         if len(y) > 50:  # long trials: a running mean keeps the curves readable
             w = len(y) // 50
-            y = torch.nn.functional.avg_pool1d(y[None, None], w, 1, padding=0).flatten()
+            y, half = (torch.nn.functional.avg_pool1d(v[None, None], w, 1, padding=0).flatten() for v in (y, half))
         x = torch.arange(len(y)) + (len(r["per_episode"]) - len(y)) / 2
-        ax.plot(x.numpy(), y.numpy(), label=r["method"], lw=1.8 if r["best"] else 1.0)
+        learned = r["key"] in LEARNED_POLICIES  # drawn as the meta-test figure draws RL²: bold, with its interval
+        ax.plot(x.numpy(), y.numpy(), label=r["method"], color=colours[r["key"]], lw=2.4 if learned else 1.0,
+                linestyle="-" if learned else "--", zorder=3 if learned else 2)
+        if learned:
+            ax.fill_between(x.numpy(), (y - half).numpy(), (y + half).numpy(), color=colours[r["key"]], alpha=0.2)
     ax.set_xlabel("episode index within the trial")
     ax.set_ylabel("mean reward per episode (held-out tasks)")
     ax.set_title(setting)

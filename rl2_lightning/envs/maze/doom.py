@@ -170,6 +170,8 @@ class MazeSimulator(TaskSimulator):
             buttons, whose angle depends on how long the turn has been held.
     """
 
+    family = "maze"
+
     num_actions = 3
     observation_shape = (3, 30, 40)
     #: frames stay bytes through the env, the collector and the batch (4x less than float32)
@@ -190,6 +192,9 @@ class MazeSimulator(TaskSimulator):
         threads: Optional[Annotated[int, Range(1)]] = None,
         turn_degrees: Optional[Annotated[float, Range(0, 180)]] = TURN_DEGREES,
     ):
+        from rl2_lightning.errors import require_extra
+
+        require_extra("vizdoom", "maze", "the maze family (env=maze, conf=maze_*)")
         super().__init__(num_envs, device)
         #: threads stepping the games at once, the calling one included (default: one per game; 1: in turn)
         self.threads = num_envs if threads is None else int(threads)

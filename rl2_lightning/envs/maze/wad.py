@@ -20,6 +20,7 @@ import numpy as np
 
 import json
 
+from rl2_lightning.resources import writable_dir
 from rl2_lightning.envs.maze.layout import (
     CHECKSUMS_FILE,
     GOAL,
@@ -156,6 +157,9 @@ def ensure_wad(pool: Pool) -> Path:
     expected = read_checksums().get(path.name)
     if expected is None:
         raise ValueError(f"no checksum for {path.name} in data/maze/checksums.json; {REGENERATE}")
+    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == expected:
+        return path
+    path = writable_dir("maze") / path.name  # beside the pools, or in the user's cache if installed read-only
     if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == expected:
         return path
     blob = build_wad(pool)
