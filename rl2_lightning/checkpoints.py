@@ -184,17 +184,19 @@ def is_intact(path: Path) -> bool:
         return False
 
 
-def latest_checkpoint(runs_dir: str | Path, experiment: str, own_dir: Path | None = None) -> Path:
+def latest_checkpoint(runs_dir: str | Path, experiment: str, own_dir: Path | None = None,
+                      key: str = "ckpt_path", verb: str = "resuming") -> Path:
     """The newest intact checkpoint of the experiment, over all its runs (``last.ckpt`` and the epoch
     checkpoints beside it). Says which file it resumes, which newer files it passed over and why, and
-    which newer runs hold none (``own_dir``, the directory made for this invocation, is not one of them)."""
+    which newer runs hold none (``own_dir``, the directory made for this invocation, is not one of them);
+    ``key`` and ``verb`` word those messages for the caller (``ckpt``, ``evaluating``)."""
     root = Path(runs_dir, experiment)
     found = sorted(root.glob("*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     chosen = next((p for p in found if is_intact(p)), None)
     if chosen is None:
         unverified = [p for p in found if not checksum_path(p).is_file()]
         hint = f"; {len(unverified)} file(s) have no checksum (written before checksums): resume one with ckpt_path=<file>" if unverified else ""
-        raise FileNotFoundError(f"ckpt_path=latest: no run of experiment {experiment!r} has an intact checkpoint under {root}{hint}")
+        raise FileNotFoundError(f"{key}=latest: no run of experiment {experiment!r} has an intact checkpoint under {root}{hint}")
     own = own_dir.resolve() if own_dir is not None else None
     newer = sorted(
         d.name for d in root.iterdir()
@@ -202,12 +204,12 @@ def latest_checkpoint(runs_dir: str | Path, experiment: str, own_dir: Path | Non
         and not any(is_intact(p) for p in d.glob("checkpoints/*.ckpt"))
     )
     if newer:
-        say(f"ckpt_path=latest: skipping newer run(s) without an intact checkpoint: {', '.join(newer)}", logging.WARNING)
+        say(f"{key}=latest: skipping newer run(s) without an intact checkpoint: {', '.join(newer)}", logging.WARNING)
     passed = found[: found.index(chosen)]
     if passed:
         why = ", ".join(f"{p.parent.parent.name}/{p.name} ({'checksum mismatch' if checksum_path(p).is_file() else 'no checksum'})" for p in passed)
-        say(f"ckpt_path=latest: passing over newer file(s) that are not intact: {why}", logging.WARNING)
-    say(f"ckpt_path=latest: resuming {chosen}")
+        say(f"{key}=latest: passing over newer file(s) that are not intact: {why}", logging.WARNING)
+    say(f"{key}=latest: {verb} {chosen}")
     return chosen
 
 

@@ -48,9 +48,10 @@ def evaluate_checkpoint(overrides: list[str], config_dir: str | None = None) -> 
         module = load(cfg.experiment)
         check_trained_on(module.hparams, cfg, ("env",), f"ckpt=pretrained ({cfg.experiment})")
     elif "ckpt" in args:
-        from rl2_lightning.checkpoints import load_module
+        from rl2_lightning.checkpoints import latest_checkpoint, load_module
 
-        ckpt = Path(args["ckpt"])
+        # ckpt=latest: the newest intact checkpoint of this preset's experiment under runs_dir (as for resuming)
+        ckpt = latest_checkpoint(cfg.runs_dir, cfg.experiment, key="ckpt", verb="evaluating") if args["ckpt"] == "latest" else Path(args["ckpt"])
         module = load_module(ckpt, cfg, trust=cfg.trust_checkpoint)
         if out is None and ckpt.parent.name == "checkpoints":
             out = str(ckpt.parent.parent / "evaluate")
@@ -64,11 +65,12 @@ def evaluate_checkpoint(overrides: list[str], config_dir: str | None = None) -> 
     )
 
 
-USAGE = """%(prog)s conf=<preset> [ckpt=<file>|ckpt=pretrained] [out=<dir>] [key=value ...] [--config-dir DIR]
+USAGE = """%(prog)s conf=<preset> [ckpt=<file>|latest|pretrained] [out=<dir>] [key=value ...] [--config-dir DIR]
        %(prog)s --family {bandit,tabular,riverswim} --episodes N [--num-arms K] [--out DIR]"""
 
 EPILOG = """modes:
-  conf=<preset> ...   a policy (ckpt=<training checkpoint>, or ckpt=pretrained for the shipped one) beside
+  conf=<preset> ...   a policy (ckpt=<training checkpoint>, ckpt=latest for the newest of the preset's runs,
+                      or ckpt=pretrained for the shipped one) beside
                       the setting's baselines; without ckpt, the baselines only. Any training override
                       applies, e.g. callbacks.metatest.num_tasks=100, threads=1, env.tasks_dir=<folder>.
                       --config-dir names a folder of your own presets (as for training). Files go to out=

@@ -33,6 +33,7 @@ from rl2_lightning.checkpoints import (  # noqa: F401 - the model zoo's names
     read_record,
     weights_checksum,
 )
+from rl2_lightning.resources import data_dir
 
 
 def score(preset: str, num_tasks: int | None = None, seed: int = 0) -> dict[str, float]:
@@ -49,13 +50,30 @@ def score(preset: str, num_tasks: int | None = None, seed: int = 0) -> dict[str,
     return {"mean": rows[0]["mean"], "ci95": rows[0]["ci95"], "num_tasks": num_tasks or 1000, "seed": seed}
 
 
+def best_baselines() -> dict[str, str]:
+    """Per setting, the best classical baseline on the held-out set, as ``"Gittins 441.0 ± 3.0"`` (from
+    ``data/baselines/heldout.json``, written by ``python -m rl2_lightning.baselines.results``)."""
+    path = data_dir() / "baselines" / "heldout.json"
+    if not path.exists():
+        return {}
+    out = {}
+    for setting, rows in json.loads(path.read_text()).items():
+        rivals = [r for key, r in rows.items() if key not in ("rl2", "rl3", "random")]
+        if rivals:
+            best = max(rivals, key=lambda r: r["mean"])
+            out[setting] = f"{best['method']} {best['mean']:.1f} ± {best['ci95']:.1f}"
+    return out
+
+
 def zoo_table(manifest: dict[str, dict], provenance: bool = False) -> str:
     """The model zoo as a Markdown table: per shipped policy its setting, variant (RL² or RL³), held-out
     score ± 95% CI (as ``score`` recorded it), the paper's RL², frames and CPU-hours (warm starts
     included); with ``provenance``, its warm start, note and checksums."""
     from rl2_lightning.evaluation.paper import PAPER_RESULTS
 
-    head = ["preset", "setting", "variant", "held-out (1000 tasks)", "paper's RL²", "frames", "CPU-hours"]
+    head = ["preset", "setting", "variant", "held-out (1000 tasks)", "paper's RL²", "best baseline (held-out)",
+            "frames", "CPU-hours"]
+    baselines = best_baselines()
     if provenance:
         head += ["warm start", "note", "sha256 (file)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -65,7 +83,7 @@ def zoo_table(manifest: dict[str, dict], provenance: bool = False) -> str:
         cells = [
             preset, entry["setting"], "RL³" if preset.endswith("_rl3") else "RL²",
             f"{held['mean']:.2f} ± {held['ci95']:.2f}" if held else "not scored",
-            str(PAPER_RESULTS.get(entry["setting"], {}).get("rl2", "–")),
+            str(PAPER_RESULTS.get(entry["setting"], {}).get("rl2", "–")), baselines.get(entry["setting"], "–"),
             f"{entry['frames'] / 1e6:.1f}M", f"{seconds / 3600:.2f}" if seconds else "?",
         ]
         if provenance:

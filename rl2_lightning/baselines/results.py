@@ -224,6 +224,18 @@ def _outside(results: dict[str, list[dict]]) -> list[str]:
 TRAINING_DIR = data_dir() / "training"  # in a source checkout only
 
 
+#: every method's held-out score per setting (what ``rl2-pretrained list`` compares a shipped policy with)
+HELDOUT_SUMMARY = data_dir() / "baselines" / "heldout.json"
+
+
+def write_heldout_summary(results: dict[str, list[dict]], path: Path = HELDOUT_SUMMARY) -> None:
+    """``{setting: {key: {method, mean, ci95}}}`` of every scored row, merged into ``path``."""
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    for setting, rows in results.items():
+        summary[setting] = {r["key"]: {"method": r["method"], "mean": r["mean"], "ci95": r["ci95"]} for r in rows}
+    path.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+
+
 def best_baseline(rows: list[dict]) -> dict | None:
     """The highest-scoring row that is neither a meta-learned policy (RL², RL³) nor random."""
     rivals = [r for r in rows if r["key"] not in ("rl2", "rl3", "random")]
@@ -404,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         results, timings = _run_tables(args.tables, args.artifacts)
         raw.write_text(json.dumps({"results": results, "timings": timings, "command": command}))
+    write_heldout_summary(results)
     if not args.out:
         return
     doc = [
