@@ -50,10 +50,10 @@ def score(preset: str, num_tasks: int | None = None, seed: int = 0) -> dict[str,
     return {"mean": rows[0]["mean"], "ci95": rows[0]["ci95"], "num_tasks": num_tasks or 1000, "seed": seed}
 
 
-def best_baselines() -> dict[str, str]:
+def best_baselines(path: Path | None = None) -> dict[str, str]:
     """Per setting, the best classical baseline on the held-out set, as ``"Gittins 441.0 ± 3.0"`` (from
     ``data/baselines/heldout.json``, written by ``python -m rl2_lightning.baselines.results``)."""
-    path = data_dir() / "baselines" / "heldout.json"
+    path = path or data_dir() / "baselines" / "heldout.json"
     if not path.exists():
         return {}
     out = {}

@@ -65,14 +65,22 @@ def test_a_file_that_does_not_match_its_manifest_is_refused(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text()).keys() == read_manifest().keys()
 
 
-def test_the_zoo_listing_is_a_table_with_scores_paper_and_cost():
+def test_the_zoo_listing_is_a_table_with_scores_paper_best_baseline_and_cost(monkeypatch, tmp_path):
+    import rl2_lightning.pretrained as zoo
     from rl2_lightning.pretrained import zoo_table
 
+    heldout = tmp_path / "heldout.json"
+    heldout.write_text(json.dumps({"bandit_k10_n100": {
+        "gittins": {"method": "Gittins", "mean": 83.42, "ci95": 0.71}, "ucb1": {"method": "UCB1", "mean": 83.1, "ci95": 0.7},
+        "rl2": {"method": "RL²", "mean": 90.0, "ci95": 1.0}, "random": {"method": "Random", "mean": 49.8, "ci95": 0.6}}}))
+    assert zoo.best_baselines(heldout) == {"bandit_k10_n100": "Gittins 83.4 ± 0.7"}  # never RL², RL³ or random
+    real = zoo.best_baselines
+    monkeypatch.setattr(zoo, "best_baselines", lambda: real(heldout))
     manifest = {"bandit_k10_n100_rl3": {"setting": "bandit_k10_n100", "frames": 9_900_000, "train_seconds": 1800.0,
                                         "heldout": {"mean": 82.31, "ci95": 0.75}, "note": "n", "file_sha256": "ab" * 32},
                 "tabular_n10": {"setting": "tabular_n10", "frames": 20_480_000}}
     lines = zoo_table(manifest).splitlines()
-    assert lines[2] == "| bandit_k10_n100_rl3 | bandit_k10_n100 | RL³ | 82.31 ± 0.75 | 83.5 | 9.9M | 0.50 |"
-    assert lines[3] == "| tabular_n10 | tabular_n10 | RL² | not scored | 156.2 | 20.5M | ? |"
+    assert lines[2] == "| bandit_k10_n100_rl3 | bandit_k10_n100 | RL³ | 82.31 ± 0.75 | 83.5 | Gittins 83.4 ± 0.7 | 9.9M | 0.50 |"
+    assert lines[3] == "| tabular_n10 | tabular_n10 | RL² | not scored | 156.2 | – | 20.5M | ? |"
     assert zoo_table(manifest, provenance=True).splitlines()[2].endswith("| – | n | abababababababab |")
     assert len(zoo_table(read_manifest()).splitlines()) == 2 + len(SHIPPED)  # every shipped policy listed
