@@ -7,6 +7,7 @@ command            same as                              does
 ``rl2-evaluate``   ``python -m rl2_lightning.evaluate``  score a policy beside the baselines
 ``rl2-pretrained`` ``python -m rl2_lightning.pretrained`` the model zoo: list, score, export
 ``rl2-tasks``      ``python -m rl2_lightning.envs.tasks`` write or verify fixed task sets
+``rl2-search``     ``python -m rl2_lightning.search``    a multi-fidelity recipe search (Optuna)
 =================  ===================================  ==========================================
 
 Like ``python -m``, each puts the working directory on ``sys.path`` first, so ``_target_``s and
@@ -37,14 +38,6 @@ def user_config_dir(argv: list[str]) -> str | None:
     return None
 
 
-def _sweeper_check(argv: list[str]) -> None:
-    """A recipe search needs the ``search`` extra: say so in one line, before Hydra's page of options."""
-    if any(a.startswith(("sweep=", "+sweep=", "hydra/sweeper=optuna")) for a in argv):
-        from rl2_lightning.errors import require_extra
-
-        require_extra("hydra_plugins.hydra_optuna_sweeper", "search", "a recipe search (sweep=...)")
-
-
 def train_main() -> None:
     """``rl2-train [--config-dir DIR] [-m] [conf=<preset>] [key=value ...]``: the training application."""
     import hydra
@@ -66,7 +59,6 @@ def train_main() -> None:
     with one_line_errors():  # errors raised before main() runs, e.g. an unknown preset or runs_dir
         argv = sys.argv[1:]
         check_preset(argv, user_config_dir(argv))  # one line, not Hydra's page of options
-        _sweeper_check(argv)
         main()
 
 
@@ -97,5 +89,12 @@ def pretrained_main() -> None:
 def tasks_main() -> None:
     """``rl2-tasks``: see :mod:`rl2_lightning.envs.tasks`."""
     from rl2_lightning.envs.tasks import main
+
+    _command(main)()
+
+
+def search_main() -> None:
+    """``rl2-search``: see :mod:`rl2_lightning.search`."""
+    from rl2_lightning.search import main
 
     _command(main)()

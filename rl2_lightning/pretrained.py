@@ -38,16 +38,19 @@ from rl2_lightning.resources import data_dir
 
 def score(preset: str, num_tasks: int | None = None, seed: int = 0) -> dict[str, float]:
     """The shipped policy's held-out score (RL² alone, the evaluation's seeds), as the manifest records it."""
-    from rl2_lightning.config import compose
-    from hydra.utils import instantiate
-
     from rl2_lightning.evaluation import evaluate, policy_key
 
     module = load(preset)
-    cfg = compose([f"conf={preset}"])
-    rows = evaluate(instantiate(cfg.env), {policy_key(cfg.env): module.actor}, agent=module.agent, baselines=False,
-                    num_tasks=num_tasks, seed=seed, verbose=False)
-    return {"mean": rows[0]["mean"], "ci95": rows[0]["ci95"], "num_tasks": num_tasks or 1000, "seed": seed}
+    env = module.env  # the setting exactly as trained (a preset plus a recipe, for the maze)
+    own_pools = env.simulator_class.own_pools
+    rows = evaluate(env, {policy_key(env): module.actor}, agent=module.agent, baselines=False, num_tasks=num_tasks,
+                    seed=seed, verbose=False, batch_size=8 if own_pools else None)
+    if num_tasks is None:
+        from rl2_lightning.envs.maze.layout import POOL_SIZE
+        from rl2_lightning.envs.tasks import TASK_SET_SIZE
+
+        num_tasks = POOL_SIZE if own_pools else TASK_SET_SIZE
+    return {"mean": rows[0]["mean"], "ci95": rows[0]["ci95"], "num_tasks": num_tasks, "seed": seed}
 
 
 def best_baselines(path: Path | None = None) -> dict[str, str]:

@@ -95,8 +95,8 @@ def test_tensorboard_starts_on_the_runs_folder(tmp_path):
 @pytest.mark.slow
 def test_the_long_readme_commands_run():
     """Install lines (in the current environment: their last step), training, resume, and the recipe search
-    (shortened to one trial of one epoch: the full search runs for hours)."""
-    shorten = {"python train.py -m sweep=bandit_k10_n100": " hydra.sweeper.n_trials=1 trainer.max_epochs=1"}
+    (shortened to trials of one minute: the full search runs for hours)."""
+    shorten = {"python -m rl2_lightning.search tabular_n10 --trials 8": " --root /tmp/rl2_readme_search --set budget.max_minutes=1"}
     for command in commands():
         if command in CHEAP or command.endswith(PYTEST) or command.startswith("tensorboard "):
             continue

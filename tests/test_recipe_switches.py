@@ -135,24 +135,6 @@ def test_level_crossings_on_a_synthetic_curve():
     assert level_crossings([1, 2], [1.0, 2.0], [60.0, 65.0], 50.0, 80.0, fractions=(0.5,))[0]["frames"] == 2
 
 
-@pytest.mark.parametrize("sweep", ["bandit_k10_n100", "tabular_n10"])
-def test_sweep_configs_compose_with_the_optuna_sweeper(sweep):
-    from hydra import compose, initialize_config_dir
-    from trainkit import ROOT
-
-    from rl2_lightning.config import register_configs, validate
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
-    assert cfg.experiment == sweep
-    assert cfg.callbacks.metatest.task_set == "tuning"  # recipes are chosen on the tuning set only
-    assert "OptunaSweeper" in cfg.hydra.sweeper._target_
-    params = cfg.hydra.sweeper.params
-    assert "algo.actor_lr" in params and "model.hidden_size" in params
-    validate(cfg)
-
-
 # ---------------------------------------------------------------------- the references' switches (issue: pure RL²)
 def tiny_ppo(*overrides):
     from test_algorithms import _collected_batch

@@ -1,0 +1,92 @@
+"""The multi-fidelity recipe search (rl2_lightning/search.py): a stored Optuna study that reports every
+meta-test, prunes, continues after a restart, and whose shipped configs compose."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from trainkit import ROOT
+
+from rl2_lightning.config import compose
+from rl2_lightning.search import SEARCH_DIR, read_search, run_search, trials_table
+
+TINY = """
+overrides: [conf=bandit_k5_n10, debug=smoke, threads=1, trainer.max_epochs=4, callbacks.metatest.every_n_epochs=1]
+budget: {min_minutes: 5, max_minutes: 5, reduction_factor: 3}  # one rung at 5 min: no pruning in seconds
+sampler: {seed: 0, n_startup_trials: 2}
+space:
+  algo.actor_lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+  model.hidden_size: {choices: [8, 16]}
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    (tmp_path / "myconf" / "search").mkdir(parents=True)
+    (tmp_path / "myconf" / "search" / "tiny.yaml").write_text(TINY)
+    return tmp_path
+
+
+def test_each_trial_reports_every_meta_test_and_the_study_is_stored_and_continued(tiny):
+    study = run_search("tiny", trials=2, config_dir=tiny / "myconf", root=tiny / "searches")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for t in study.trials:
+        steps = sorted(t.intermediate_values)
+        assert len(steps) == 4 and steps == sorted(set(steps))  # one report per epoch's meta-test, in training seconds
+        assert t.value == t.intermediate_values[steps[-1]]  # the value is the last meta-test
+        assert {"algo.actor_lr", "model.hidden_size"} == set(t.params)
+        assert Path(t.user_attrs["run_dir"]).is_relative_to(tiny / "searches" / "tiny" / "runs")
+    db = tiny / "searches" / "tiny.db"
+    assert sqlite3.connect(db).execute("select count(*) from trials").fetchone() == (2,)
+    # a new process continues the same study from its database
+    proc = subprocess.run([sys.executable, "-m", "rl2_lightning.search", "tiny", "--trials", "1", "--config-dir",
+                           str(tiny / "myconf"), "--root", str(tiny / "searches")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sqlite3.connect(db).execute("select count(*) from trials").fetchone() == (3,)
+    assert proc.stdout.count("| complete |") == 3
+
+
+def test_a_trial_the_pruner_stops_ends_after_that_meta_test(tiny):
+    study = run_search("tiny", trials=1, config_dir=tiny / "myconf", root=tiny / "searches",
+                       pruner=optuna.pruners.ThresholdPruner(lower=1e6))  # every curve is below: pruned at once
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert len(trial.intermediate_values) == 1  # stopped after its first meta-test, not after 4 epochs
+    assert trial.user_attrs["frames"] == 16 * 10 * 2  # one epoch: 2 iterations of 16 trials of 10 steps
+    assert "| pruned |" in trials_table(study)
+
+
+def test_show_prints_the_trials_and_draws_their_curves(tiny):
+    run_search("tiny", trials=1, config_dir=tiny / "myconf", root=tiny / "searches")
+    proc = subprocess.run([sys.executable, "-m", "rl2_lightning.search", "tiny", "--show", "--config-dir",
+                           str(tiny / "myconf"), "--root", str(tiny / "searches")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "| 0 | complete |" in proc.stdout, proc.stderr[-2000:]
+    assert (tiny / "searches" / "tiny_curves.png").stat().st_size > 1000
+
+
+def test_bad_search_configs_are_one_line_errors(tiny):
+    with pytest.raises(ValueError, match="search 'nope' does not exist; choose one of: .*tabular_n10"):
+        read_search("nope")
+    (tiny / "myconf" / "search" / "bad.yaml").write_text(TINY.replace("min_minutes: 5", "min_minutes: 9"))
+    with pytest.raises(ValueError, match="0 < min_minutes <= max_minutes"):
+        read_search("bad", tiny / "myconf")
+    (tiny / "myconf" / "search" / "bad.yaml").write_text(TINY.replace("threads=1", "trainer.max_time=00:00:01:00"))
+    with pytest.raises(ValueError, match="are the search's to set"):
+        read_search("bad", tiny / "myconf")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SEARCH_DIR.glob("*.yaml")))
+def test_the_shipped_searches_compose_at_every_corner_of_their_space(name):
+    spec = read_search(name)
+    assert "callbacks.metatest.task_set=tuning" in spec.overrides  # recipes are chosen on the tuning set only
+    for corner in (0, -1):
+        picks = [f"{k}={(list(d.choices) if 'choices' in d else [d.low, d.high])[corner]}" for k, d in spec.space.items()]
+        cfg = compose([*spec.overrides, *picks])
+        assert cfg.callbacks.metatest.task_set == "tuning"
