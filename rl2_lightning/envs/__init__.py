@@ -102,6 +102,7 @@ def make_trial_env(
     device: torch.device | str = "cpu",
     init_tracker: bool = True,
     inner_estimates: bool = False,
+    inner_prior: float | None = None,
     tasks_dir: str | None = None,
     **simulator_kwargs,
 ) -> TrialEnv | TransformedEnv:
@@ -134,15 +135,16 @@ def make_trial_env(
     sim.seed(derive_seed(seed, "train" if task_set is None else task_set, "dynamics", rank, worker))
     env = TrialEnv(sim, source, episodes_per_trial, trials_per_reset, device=sim.device)
     env.worker = worker
-    transforms = ([inner_estimates_for(env)] if inner_estimates else []) + ([InitTracker()] if init_tracker else [])
+    transforms = ([inner_estimates_for(env, inner_prior)] if inner_estimates else []) + ([InitTracker()] if init_tracker else [])
     if not transforms:
         return env
     return TransformedEnv(env, transforms[0] if len(transforms) == 1 else Compose(*transforms))
 
 
-def inner_estimates_for(env: TrialEnv) -> InnerEstimates:
+def inner_estimates_for(env: TrialEnv, prior: float | None = None) -> InnerEstimates:
     """RL³'s :class:`InnerEstimates` sized for ``env``'s family and trial (one-line error for a family
-    without a discrete state, such as the mazes)."""
+    without a discrete state, such as the mazes); ``prior`` is the reward assumed for unvisited pairs
+    (default: the family's mean, ``reward_prior``; above it: optimism, an exploration bonus)."""
     sim = env.simulator
     steps = getattr(sim, "fixed_episode_steps", None)
     if steps is None or len(sim.observation_shape) != 1:
@@ -152,7 +154,7 @@ def inner_estimates_for(env: TrialEnv) -> InnerEstimates:
         )
     return InnerEstimates(
         num_states=sim.observation_shape[0], num_actions=sim.num_actions, episode_steps=steps,
-        trial_steps=env.trial_steps * env.trials_per_reset, reward_prior=sim.reward_prior,
+        trial_steps=env.trial_steps * env.trials_per_reset, reward_prior=sim.reward_prior if prior is None else prior,
     )
 
 
@@ -174,6 +176,8 @@ class TrialEnvFactory:
             the policy of one update earlier; PPO's ratio is taken to the policy that collected).
         inner_estimates: RL³: append the trial's model-based action values and counts of the current
             state to the observation (:class:`~rl2_lightning.envs.inner.InnerEstimates`).
+        inner_prior: the mean reward RL³'s inner model assumes for an unvisited state-action pair
+            (None: the family's own mean; higher values make the inner values optimistic).
         tasks_dir: a folder of your own task sets (``rl2-tasks generate --simulator ... --out DIR``),
             searched before the library's ``data/tasks``.
     """
@@ -187,6 +191,7 @@ class TrialEnvFactory:
         workers: Annotated[int, Range(1)] = 1,
         prefetch: bool = False,
         inner_estimates: bool = False,
+        inner_prior: Optional[float] = None,
         tasks_dir: Optional[str] = None,
     ):
         cls = _simulator_class(simulator)
@@ -199,6 +204,9 @@ class TrialEnvFactory:
             raise ValueError("env.prefetch=true collects in one worker process; it needs env.workers=1")
         self.trials_per_reset, self.workers, self.prefetch = trials_per_reset, workers, bool(prefetch)
         self.inner_estimates = bool(inner_estimates)
+        if inner_prior is not None and not inner_estimates:
+            raise ValueError("env.inner_prior is RL³'s; it needs env.inner_estimates=true")
+        self.inner_prior = inner_prior
         self.tasks_dir = tasks_dir
 
     @property
@@ -215,7 +223,7 @@ class TrialEnvFactory:
         return make_trial_env(
             self.simulator, num_envs or self.num_envs, episodes_per_trial or self.episodes_per_trial,
             trials_per_reset=self.trials_per_reset if task_set is None else 1, task_set=task_set, device=device,
-            inner_estimates=self.inner_estimates, tasks_dir=self.tasks_dir, **kwargs,
+            inner_estimates=self.inner_estimates, inner_prior=self.inner_prior, tasks_dir=self.tasks_dir, **kwargs,
         )
 
     def spec_env(self) -> TrialEnv | TransformedEnv:
@@ -223,7 +231,7 @@ class TrialEnvFactory:
         estimates' transform when they are on, since they change the observation's size."""
         sim = make_simulator(self.simulator, 1, **({"pool": "heldout"} if getattr(self.simulator_class, "own_pools", False) else {}))
         env = TrialEnv(sim, SampledTasks(sim.sample_tasks), self.episodes_per_trial, self.trials_per_reset)
-        return TransformedEnv(env, inner_estimates_for(env)) if self.inner_estimates else env
+        return TransformedEnv(env, inner_estimates_for(env, self.inner_prior)) if self.inner_estimates else env
 
 
 __all__ = [

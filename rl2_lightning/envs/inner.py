@@ -181,7 +181,7 @@ class InnerEstimates(Transform):
 
 
 def greedy_on_estimates(family: str, task_set: str, episodes_per_trial: int, num_tasks: int = 1000, seed: int = 0,
-                        **simulator_kwargs) -> tuple[float, float]:
+                        inner_prior: float | None = None, **simulator_kwargs) -> tuple[float, float]:
     """Mean trial return and 95% half-width of acting ``argmax`` of the appended advantages (no learning):
     what the inner estimates alone earn, a reference for a trained RL³ policy."""
     from torchrl.envs.utils import step_mdp
@@ -189,7 +189,7 @@ def greedy_on_estimates(family: str, task_set: str, episodes_per_trial: int, num
     from rl2_lightning.envs import make_trial_env
 
     env = make_trial_env(family, num_tasks, episodes_per_trial, seed=seed, task_set=task_set, inner_estimates=True,
-                         **simulator_kwargs)
+                         inner_prior=inner_prior, **simulator_kwargs)
     num_states, num_actions = env.base_env.simulator.observation_shape[0], env.base_env.simulator.num_actions
     td, total = env.reset(), torch.zeros(num_tasks)
     for _ in range(env.base_env.trial_steps):
@@ -206,7 +206,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="Greedy on RL³'s inner estimates, on a fixed task set (tabular MDPs)")
     parser.add_argument("--greedy", nargs=2, metavar=("TASK_SET", "EPISODES"), required=True)
+    parser.add_argument("--prior", type=float, default=None, help="env.inner_prior (default: the family's mean, 1.0)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    mean, ci = greedy_on_estimates("tabular", args.greedy[0], int(args.greedy[1]))
-    print(f"greedy on the inner estimates, tabular_n{args.greedy[1]}, {args.greedy[0]}: {mean:.1f} ± {ci:.1f}")
+    mean, ci = greedy_on_estimates("tabular", args.greedy[0], int(args.greedy[1]), inner_prior=args.prior)
+    print(f"greedy on the inner estimates (prior {args.prior or 'default'}), tabular_n{args.greedy[1]}, "
+          f"{args.greedy[0]}: {mean:.1f} ± {ci:.1f}")
