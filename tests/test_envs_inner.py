@@ -165,3 +165,19 @@ def test_the_mdp_baselines_read_the_state_and_ignore_the_appended_estimates():
     plain, rl3 = scores("tabular_n10"), scores("tabular_n10_rl3")
     assert plain.keys() == rl3.keys() and len(plain) > 5
     assert plain == rl3  # the same tasks, seeds and actions: the features change nothing for them
+
+
+def test_the_inner_prior_is_the_value_of_an_untried_pair_and_needs_the_estimates():
+    from rl2_lightning.config import compose
+    from rl2_lightning.envs import make_trial_env
+
+    for prior, expected in ((None, 1.0), (2.0, 2.0)):  # None: the family's mean reward, mu ~ N(1, 1)
+        env = make_trial_env("tabular", 3, 2, inner_estimates=True, inner_prior=prior, task_set="tuning")
+        obs = env.reset()["observation"]
+        env.close()
+        # at a trial start nothing is tried: every Q is prior x the 10 steps to go, so V / T is the prior
+        # and every advantage is 0 (layout: 10 one-hot states, 5 advantages, V / T, ...)
+        assert torch.equal(obs[:, 10:15], torch.zeros(3, 5))
+        assert torch.allclose(obs[:, 15], torch.full((3,), expected))
+    with pytest.raises(ValueError, match="env.inner_prior is RL³'s; it needs env.inner_estimates=true"):
+        compose(["conf=tabular_n10", "env.inner_prior=2.0"])
