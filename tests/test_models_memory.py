@@ -13,7 +13,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import set_recurrent_mode
 
 from rl2_lightning.envs import make_trial_env
-from rl2_lightning.models import GRUMemory, Init, LSTMMemory, MLPMemory, TransformerMemory, make_agent
+from rl2_lightning.models import GRUMemory, Init, LSTMMemory, MLPMemory, NormReLUGRUMemory, TransformerMemory, make_agent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,6 +22,7 @@ MEMORIES = {
     "lstm": LSTMMemory,
     "transformer": functools.partial(TransformerMemory, num_layers=2, num_heads=2),
     "mlp": MLPMemory,
+    "gru_norm_relu": NormReLUGRUMemory,
 }
 
 
@@ -211,3 +212,26 @@ def test_attach_to_appends_clones_and_returns_the_env():
     bare = make_trial_env("bandit", 2, 3, num_arms=2, init_tracker=False)
     wrapped = agent.attach_to(bare)
     assert wrapped is not bare and "recurrent_state_h_actor" in wrapped.reset().keys()
+
+
+def test_the_norm_relu_cell_against_hand_numbers():
+    """Zero weights: every LayerNorm sees a constant vector and gives 0, so r = 1/2, z = σ(keep_bias) and the
+    ReLU candidate is 0: the state decays by σ(keep_bias) per step. A negative pre-activation is cut to 0."""
+    from rl2_lightning.models.memory import NormReLUGRU
+
+    cell = NormReLUGRU(3, 4, keep_bias=1.0)
+    with torch.no_grad():
+        cell.weight_ih_l0.zero_()
+        cell.weight_hh_l0.zero_()
+    h0 = torch.tensor([[[1.0, -2.0, 0.5, 3.0]]])
+    out, h1 = cell(torch.randn(1, 2, 3), h0)
+    keep = torch.sigmoid(torch.tensor(1.0))
+    torch.testing.assert_close(out[0, 0], keep * h0[0, 0])
+    torch.testing.assert_close(h1[0, 0], keep**2 * h0[0, 0])
+    # the candidate is a ReLU: with the input's candidate block making (+a, -a, +a, -a) before LayerNorm,
+    # LN gives (+1, -1, +1, -1) (up to its epsilon), and the candidate is (1, 0, 1, 0)
+    with torch.no_grad():
+        cell.weight_ih_l0[8:12] = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [1.0, 0, 0], [-1.0, 0, 0]])
+    x = torch.tensor([[[2.0, 0.0, 0.0]]])
+    out, _ = cell(x, torch.zeros(1, 1, 4))
+    torch.testing.assert_close(out[0, 0], (1 - keep) * torch.tensor([1.0, 0.0, 1.0, 0.0]), atol=1e-4, rtol=0)

@@ -2,7 +2,7 @@
 
 from rl2_lightning.models.agent import Agent, Init, make_agent, orthogonal_init
 from rl2_lightning.models.encoders import TrialInputEncoder
-from rl2_lightning.models.memory import GRUMemory, LSTMMemory, MLPMemory, TransformerMemory
+from rl2_lightning.models.memory import GRUMemory, LSTMMemory, MLPMemory, NormReLUGRUMemory, TransformerMemory
 
 __all__ = [
     "Agent",
@@ -10,6 +10,7 @@ __all__ = [
     "Init",
     "LSTMMemory",
     "MLPMemory",
+    "NormReLUGRUMemory",
     "TransformerMemory",
     "TrialInputEncoder",
     "make_agent",

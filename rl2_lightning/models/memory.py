@@ -28,7 +28,7 @@ from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from torch import nn
 from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer
-from torchrl.modules import GRUModule, LSTMModule, recurrent_mode
+from torchrl.modules import GRU, GRUModule, LSTMModule, recurrent_mode
 
 
 class GRUMemory(GRUModule):
@@ -47,6 +47,54 @@ class GRUMemory(GRUModule):
             input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
             in_keys=[in_key, state], out_keys=[out_key, ("next", state)], **gru_kwargs,
         )
+        self.max_steps = max_steps
+
+    def make_tensordict_primers(self) -> list[TensorDictPrimer]:  # noqa: D102
+        return [self.make_tensordict_primer()]
+
+
+class NormReLUGRU(GRU):
+    """A one-layer GRU with the references' cell (lucaslingle/pytorch_rl2; the RL² authors' cell has the
+    ReLU candidate): LayerNorm on the input's and the state's gate pre-activations, a ReLU candidate
+    instead of tanh, and a bias on the update gate so that the cell starts out keeping its state.
+
+    TorchRL's python-based :class:`~torchrl.modules.GRU` (``batch_first``) with its cell replaced:
+
+        r = σ(LN_x(W_ir x)_r + LN_h(W_hr h)_r),  z = σ(LN_x(W_iz x)_z + LN_h(W_hz h)_z + keep_bias)
+        n = relu(LN_x(W_in x)_n + r ⊙ LN_h(W_hn h)_n),  h' = (1 − z) ⊙ n + z ⊙ h
+
+    ``keep_bias=1`` is the references' update-gate bias of −1, written for this convention (theirs mixes
+    ``(1 − z) h + z n``). LayerNorm supplies the gates' shifts, so the linear maps have no bias.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, keep_bias: float = 1.0):
+        super().__init__(input_size, hidden_size, num_layers=1, bias=False, batch_first=True)
+        self.norm_x = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(3))
+        self.norm_h = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(3))
+        self.keep_bias = float(keep_bias)
+
+    def _gru_cell(self, x, hx, weight_ih, bias_ih, weight_hh, bias_hh, hidden_size=None):  # noqa: D102
+        gx = F.linear(x.reshape(-1, x.size(-1)), weight_ih).split(self.hidden_size, 1)
+        gh = F.linear(hx, weight_hh).split(self.hidden_size, 1)
+        x_r, x_z, x_n = (norm(g) for norm, g in zip(self.norm_x, gx))
+        h_r, h_z, h_n = (norm(g) for norm, g in zip(self.norm_h, gh))
+        reset = torch.sigmoid(x_r + h_r)
+        keep = torch.sigmoid(x_z + h_z + self.keep_bias)
+        candidate = torch.relu(x_n + reset * h_n)
+        return candidate + keep * (hx - candidate)
+
+
+class NormReLUGRUMemory(GRUModule):
+    """:class:`GRUMemory` with the :class:`NormReLUGRU` cell (``model=gru_norm_relu``); state
+    ``recurrent_state_{name}``. Python-stepped over time: slower than ``GRUMemory``'s fused kernel."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, in_key: str, out_key: str, name: str, max_steps: int,
+        keep_bias: float = 1.0,
+    ):
+        state = f"recurrent_state_{name}"
+        super().__init__(gru=NormReLUGRU(input_size, hidden_size, keep_bias),
+                         in_keys=[in_key, state], out_keys=[out_key, ("next", state)])
         self.max_steps = max_steps
 
     def make_tensordict_primers(self) -> list[TensorDictPrimer]:  # noqa: D102
