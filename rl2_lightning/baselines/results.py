@@ -356,11 +356,11 @@ def shipped_rows(setting: str) -> list[dict]:
     """The rows of the setting's shipped RL² and RL³ policies (``<setting>`` and ``<setting>_rl3``), each on
     the held-out tasks with the baselines' seeds, RL³ in its own env with the inner estimates."""
     shipped, rows = read_manifest(), []
-    kw, n = parse_setting(setting)
-    for key, preset, inner in (("rl2", setting, False), ("rl3", f"{setting}_rl3", True)):
+    for key, preset in (("rl2", setting), ("rl3", f"{setting}_rl3")):
         if preset in shipped:
             module = load_pretrained(preset)
-            rows += evaluate(setting_env(kw, n, inner), {key: module.actor}, agent=module.agent, baselines=False, verbose=False)
+            # the env exactly as trained (RL³'s inner prior included), on the same held-out tasks and seeds
+            rows += evaluate(module.env, {key: module.actor}, agent=module.agent, baselines=False, verbose=False)
     return rows
 
 
