@@ -72,7 +72,7 @@ def test_training_meta_tests_on_the_users_held_out_set_and_evaluation_agrees(fol
     rl2 = re.search(r"RL² on 100 heldout tasks \.\.\. (-?[\d.]+) ±", eval_out)
     assert rl2 and rl2.group(1) == result.group(1), eval_out[-1500:]
     assert (folder / "results" / "gaussian_k4_n20.png").is_file()
-    assert f"wrote results/gaussian_k4_n20.md" in eval_out
+    assert "wrote results/gaussian_k4_n20.md" in eval_out
 
 
 def test_a_preset_of_another_family_is_refused_in_one_line(followed):
