@@ -186,6 +186,9 @@ def main() -> None:
             ],
             tiny=False,
         )
+        if "num_arms" not in cfg.env.simulator:
+            sys.exit(f"error: the bare-PyTorch bound is written for bandit presets; {args.preset} is not one "
+                     "(--rl3 measures the MDPs' inner estimates)")
         bound = measure_bare(cfg, args.iterations)
         e2e = measure_end_to_end(cfg, args.iterations)
         frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
