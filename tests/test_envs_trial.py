@@ -208,7 +208,7 @@ def test_bad_arguments_name_the_argument():
         make_trial_env("bandit", 2, 0)
     with pytest.raises(ValueError, match="trials_per_reset"):
         make_trial_env("bandit", 2, 1, trials_per_reset=0)
-    with pytest.raises(ValueError, match="env family 'gridworld' is unknown; built in: bandit"):
+    with pytest.raises(ValueError, match=r"env family 'gridworld' is unknown; known: bandit, maze, riverswim, tabular \(or a module.Class path\)"):
         make_trial_env("gridworld", 2, 1)
     with pytest.raises(ValueError, match="num_envs"):
         make_trial_env("tabular", 0, 1)
@@ -301,3 +301,22 @@ def test_runs_on_cpu(play):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_cuda(play):
     run_on("cuda", play)
+
+
+def test_one_registry_a_family_declared_once_is_known_by_name_and_by_path():
+    from rl2_lightning.envs import FAMILIES, BernoulliBandit, TaskSimulator, family_class, known_families
+
+    class Coins(BernoulliBandit):
+        family = "coins_for_this_test"
+
+    try:
+        assert family_class("coins_for_this_test") is Coins and "coins_for_this_test" in known_families()
+        assert family_class("rl2_lightning.envs.RiverSwim") is FAMILIES["riverswim"]  # a dotted path, imported
+        with pytest.raises(ValueError, match="task family 'bandit' is taken by rl2_lightning.envs.bandit.BernoulliBandit"):
+            type("Impostor", (TaskSimulator,), {"family": "bandit"})
+        with pytest.raises(ValueError, match="'collections.OrderedDict' is not a TaskSimulator subclass"):
+            family_class("collections.OrderedDict")
+        with pytest.raises(ValueError, match=r"simulator 'no_such_module.Sim' cannot be imported"):
+            family_class("no_such_module.Sim")
+    finally:
+        FAMILIES.pop("coins_for_this_test", None)
