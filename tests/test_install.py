@@ -4,6 +4,7 @@ evaluation, a tiny training run), with its configs and data found inside the ins
 
 from __future__ import annotations
 
+import shutil
 import site
 import subprocess
 import sys
@@ -27,7 +28,15 @@ def installed(tmp_path_factory):
     the wheel's copy of rl2_lightning is found first, and this environment's (editable) install of the
     project is never imported."""
     tmp = tmp_path_factory.mktemp("install")
-    sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", ROOT], cwd=tmp)
+    # built from a copy of what the wheel takes, so no build/ folder is left in (or reused from) the checkout
+    source = tmp / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__", "training", "ablations", "*.wad")
+    for name in ("rl2_lightning", "callbacks", "conf", "data"):
+        shutil.copytree(ROOT / name, source / name, ignore=skip)
+    sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", source], cwd=tmp)
     wheel = next((tmp / "dist").glob("rl2_lightning-*.whl"))
     env = tmp / "venv"
     venv.create(env, with_pip=False)
