@@ -35,14 +35,21 @@ def data_dir() -> Path:
     return resource_dir("data")
 
 
-def writable_dir(*parts: str) -> Path:
-    """``data/<parts>`` when it can be written (a source checkout), else the same path under the user's
-    cache (``$XDG_CACHE_HOME/rl2_lightning``, by default ``~/.cache/rl2_lightning``), created."""
-    inside = data_dir().joinpath(*parts)
-    probe = inside if inside.is_dir() else inside.parent
-    if probe.is_dir() and os.access(probe, os.W_OK):
-        return inside
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rl2_lightning"
-    out = cache.joinpath(*parts)
+def cache_dir(*parts: str) -> Path:
+    """``<parts>`` under the user's cache (``$XDG_CACHE_HOME/rl2_lightning``, by default
+    ``~/.cache/rl2_lightning``), created."""
+    out = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rl2_lightning").joinpath(*parts)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (or, if it does not exist yet, in its parent)."""
+    probe = folder if folder.is_dir() else folder.parent
+    return probe.is_dir() and os.access(probe, os.W_OK)
+
+
+def writable_dir(*parts: str) -> Path:
+    """``data/<parts>`` when it can be written (a source checkout), else :func:`cache_dir` ``(*parts)``."""
+    inside = data_dir().joinpath(*parts)
+    return inside if writable(inside) else cache_dir(*parts)

@@ -20,7 +20,7 @@ import numpy as np
 
 import json
 
-from rl2_lightning.resources import writable_dir
+from rl2_lightning.resources import cache_dir, writable
 from rl2_lightning.envs.maze.layout import (
     CHECKSUMS_FILE,
     GOAL,
@@ -159,9 +159,10 @@ def ensure_wad(pool: Pool) -> Path:
         raise ValueError(f"no checksum for {path.name} in data/maze/checksums.json; {REGENERATE}")
     if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == expected:
         return path
-    path = writable_dir("maze") / path.name  # beside the pools, or in the user's cache if installed read-only
-    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == expected:
-        return path
+    if not writable(path.parent):  # an installed, read-only package: build into the user's cache
+        path = cache_dir("maze") / path.name
+        if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == expected:
+            return path
     blob = build_wad(pool)
     actual = hashlib.sha256(blob).hexdigest()
     if actual != expected:
