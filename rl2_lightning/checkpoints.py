@@ -376,9 +376,10 @@ def weights_checksum(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(directory: Path = PRETRAINED_DIR) -> dict[str, Any]:
-    """``{preset: {"file", "sha256", "setting", "frames", "note"}}`` (empty when nothing is shipped)."""
-    path = directory / MANIFEST.name
+def read_manifest(directory: Path | None = None) -> dict[str, Any]:
+    """``{preset: {"file", "sha256", "setting", "frames", "note"}}`` (empty when nothing is shipped);
+    ``directory`` defaults to the library's shipped policies."""
+    path = (directory or PRETRAINED_DIR) / MANIFEST.name
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -403,18 +404,36 @@ def export_policy(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{preset}.pt"
     torch.save(record, path)
-    manifest = read_manifest() if out_dir == PRETRAINED_DIR else {}
     entry = {"file": path.name, "sha256": record["sha256"], "file_sha256": file_sha256(path), "setting": setting,
              "frames": record["frames"], "note": note}
     if seconds is not None:
         entry["train_seconds"] = float(seconds)
     if warm_start:
         entry["warm_start"] = warm_start
-    if manifest.get(preset, {}).get("sha256") == entry["sha256"]:  # the same weights: keep their recorded score
-        entry = {**manifest[preset], **entry}
-    manifest[preset] = entry
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+    def record_entry(manifest: dict) -> None:
+        old = manifest.get(preset, {})
+        # the same weights: keep their recorded score
+        manifest[preset] = {**old, **entry} if old.get("sha256") == entry["sha256"] else entry
+
+    update_manifest(record_entry, out_dir)
     return path
+
+
+def update_manifest(change, directory: Path | None = None) -> dict[str, Any]:
+    """Read, ``change`` in place and write back the manifest of ``directory`` under an exclusive lock, the
+    write atomic: two exports or scores at once (a 16-minute maze score beside an export) never lose
+    each other's entries."""
+    import fcntl
+
+    directory = directory or PRETRAINED_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".manifest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(directory)
+        change(manifest)
+        write_atomically(directory / MANIFEST.name, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        return manifest
 
 
 def file_sha256(path: Path) -> str:

@@ -84,3 +84,24 @@ def test_the_zoo_listing_is_a_table_with_scores_paper_best_baseline_and_cost(mon
     assert lines[3] == "| tabular_n10 | tabular_n10 | RL² | not scored | 156.2 | – | 20.5M | ? |"
     assert zoo_table(manifest, provenance=True).splitlines()[2].endswith("| – | n | abababababababab |")
     assert len(zoo_table(read_manifest()).splitlines()) == 2 + len(SHIPPED)  # every shipped policy listed
+
+
+def test_a_long_score_never_loses_what_an_export_recorded_meanwhile(tmp_path, monkeypatch):
+    """The maze's 16-minute score once wrote back the manifest it had read before scoring, dropping three
+    policies exported meanwhile. The score is now recorded into the manifest as it is at that moment."""
+    import rl2_lightning.checkpoints as checkpoints
+    import rl2_lightning.pretrained as zoo
+    from rl2_lightning.checkpoints import update_manifest
+
+    shutil.copy(MANIFEST, tmp_path / "manifest.json")
+    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", tmp_path)
+
+    def slow_score(preset):  # while it plays, another process exports a policy
+        update_manifest(lambda manifest: manifest.update(exported_meanwhile={"setting": "bandit_k5_n10", "frames": 1}))
+        return {"mean": 1.5, "ci95": 0.1, "num_tasks": 1000, "seed": 0}
+
+    monkeypatch.setattr(zoo, "score", slow_score)
+    zoo.main(["score", "bandit_k5_n10"])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert "exported_meanwhile" in manifest and manifest["bandit_k5_n10"]["heldout"]["mean"] == 1.5
+    assert json.loads(MANIFEST.read_text())["bandit_k5_n10"]["heldout"]["mean"] != 1.5  # the real one untouched
