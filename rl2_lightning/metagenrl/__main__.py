@@ -1,0 +1,3 @@
+from rl2_lightning.metagenrl.train import main
+
+main()
