@@ -286,6 +286,7 @@ def all_engines() -> list[int]:
     return sorted(pids)
 
 
+@pytest.mark.slow  # ~16 s; engine restarts are also covered by the fault tests
 @pytest.mark.maze
 def test_worker_processes_survive_a_killed_engine_and_keep_their_random_streams():
     """env.workers=2: each worker's random streams are checkpointed; a killed engine costs a rebuild, not the run."""
@@ -460,6 +461,7 @@ def test_record_trial_reports_positions_and_episode_indices(maze_env):
     assert np.abs(np.diff(trial["position"][:, :2], axis=0)).sum() > 0  # random actions move or turn
 
 
+@pytest.mark.slow  # ~45 s: a whole maze evaluation
 @pytest.mark.maze
 def test_a_maze_evaluation_closes_its_engines_without_crash_reports(tmp_path):
     """The trained maze checkpoint plays a held-out maze (and records it) through the evaluation

@@ -65,6 +65,7 @@ def test_runs_started_in_the_same_second_get_distinct_directories(tmp_path):
     assert sorted(Path(d).name for d in dirs)[:2] == ["2026-12-01_00-00-00", "2026-12-01_00-00-00-1"]
 
 
+@pytest.mark.slow  # ~20 s; the in-process same-second test runs in CI
 def test_two_train_py_runs_with_the_same_stamp_do_not_share_a_directory(tmp_path):
     """Through Hydra: both processes resolve the run dir from the same (frozen) time stamp."""
     run_dir = "hydra.run.dir='${runs_dir}/${experiment}/${rl2_run_name:${runs_dir}/${experiment},same-second}'"
@@ -427,6 +428,7 @@ def engine_pids() -> set[int]:
     return {int(p) for p in proc.stdout.split()}
 
 
+@pytest.mark.slow  # ~17 s; the bandit signal tests run in CI
 @pytest.mark.maze
 def test_a_group_sigint_during_a_maze_meta_test_checkpoints_closes_the_engines_and_resumes_identically(tmp_path):
     pytest.importorskip("vizdoom")

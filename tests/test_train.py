@@ -165,7 +165,7 @@ class RecordRank(L.Callback):
         )
 
 
-@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+@pytest.mark.parametrize("algo", ["ppo", pytest.param("trpo", marks=pytest.mark.slow)])  # trpo: ~19 s more
 def test_ddp_two_cpu_processes_stay_in_sync_with_different_tasks(tmp_path, algo):
     cfg = compose_cfg(
         [f"runs_dir={tmp_path}", "trainer.devices=2", "trainer.strategy=ddp_spawn", "callbacks.metatest.num_tasks=20",
@@ -179,6 +179,7 @@ def test_ddp_two_cpu_processes_stay_in_sync_with_different_tasks(tmp_path, algo)
     assert r0["frames"] == 2 * 2 * 2 * 8 * 10  # both ranks' frames: epochs x iterations x ranks x trials x steps
 
 
+@pytest.mark.slow  # ~15 s; the in-process DDP test runs in CI
 def test_train_py_runs_with_ddp_strategy_from_the_command_line(tmp_path):
     """The README's CPU multi-process command, launched as a user would (Lightning relaunches the script)."""
     from trainkit import TINY
@@ -200,6 +201,7 @@ def test_train_py_runs_with_ddp_strategy_from_the_command_line(tmp_path):
     assert listening and all(addr.startswith(("127.0.0.1:", "[::1]:")) for addr in listening), listening
 
 
+@pytest.mark.slow  # ~20 s: three runs
 def test_multirun_sweep_over_seeds(tmp_path):
     from trainkit import TINY
 
@@ -278,6 +280,7 @@ def test_fps_and_frames_are_logged_against_frames(tmp_path):
     assert "meta_test/return_per_episode" in events.Tags()["images"]
 
 
+@pytest.mark.slow  # ~27 s; the one-process maze run is in CI
 @pytest.mark.maze
 def test_maze_run_with_two_env_worker_processes(tmp_path):
     pytest.importorskip("vizdoom")
