@@ -188,12 +188,10 @@ def score_setting(name: str, node, split, objectives: dict, lrs: dict, learner_c
                 rl2_env.close()
     finally:
         env.close()
-    per_ep_random = (random / n).tolist()
     for key, values in (("random", random), ("oracle", oracle)):
         mean, ci = mean_ci95(values)
         rows.append({"key": key, "method": NAMES[key], "mean": mean, "ci95": ci, "gap": gap_closed(mean, lo, hi),
                      "per_episode": [mean / n] * n, "per_episode_ci95": [ci / n] * n, "exact": True})
-    del per_ep_random
     return rows
 
 

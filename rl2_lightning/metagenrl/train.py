@@ -89,10 +89,9 @@ def gradient_iteration(families: list[Family], objective, learner_cfg: dict, ste
     """One meta-gradient iteration; returns the trial return and meta-objective of each family."""
     out = {}
     for fam in families:
-        learner = make_learner(fam.train_env, objective, meta_weight=None, **learner_cfg)
         # every update of every agent weighs the same within a family; families weigh the same
         updates = fam.factory.episodes_per_trial - 1
-        learner.meta_weight = 1.0 / (updates * len(families))
+        learner = make_learner(fam.train_env, objective, meta_weight=1.0 / (updates * len(families)), **learner_cfg)
         returns = fam.play(learner, fam.next_tasks(), key="train", seed=step)
         out[f"{fam.name}/trial_return"] = returns.mean().item()
         out[f"{fam.name}/meta_value"] = sum(learner.meta_values) / max(1, len(learner.meta_values))
