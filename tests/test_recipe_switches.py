@@ -175,6 +175,12 @@ def test_the_kl_guard_stops_the_epochs_when_the_kl_passes_its_target():
     assert update(module, data)["train/epochs"] == 4
 
 
+def test_policy_entropy_is_logged_only_when_torchrl_computes_it():
+    stats = update(*tiny_ppo("algo.entropy_coeff=0.01"))
+    assert 0 < stats["train/entropy"] <= torch.log(torch.tensor(5.0)) + 1e-5  # five actions
+    assert "train/entropy" not in update(*tiny_ppo("algo.entropy_coeff=0.0"))  # not a false zero
+
+
 def test_batch_scope_standardises_advantages_once_over_the_whole_batch(monkeypatch):
     from rl2_lightning.algos import ppo
 

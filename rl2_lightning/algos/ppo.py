@@ -136,13 +136,14 @@ class PPO(TrialAlgorithm):
             "loss/objective": losses["loss_objective"],
             "loss/critic": losses["loss_critic"],
             "loss/entropy": losses.get("loss_entropy", zero),
-            "train/entropy": losses.get("entropy", zero),
             "train/approx_kl": losses.get("kl_approx", zero),
             "train/clip_fraction": losses.get("clip_fraction", zero),
             # a float whatever TorchRL stored (entropy_coeff=0 without a bonus is kept as an integer tensor)
             "train/entropy_coeff": self.loss_module.entropy_coeff.detach().to(loss.dtype),
             **grad_norms,
         }
+        if "entropy" in losses.keys():  # TorchRL computes it only with an entropy bonus: no false zero without
+            stats["train/entropy"] = losses["entropy"]
         return {k: v.detach().reshape(()) for k, v in stats.items()}
 
     def clip_gradients(self, optimizer) -> dict[str, torch.Tensor]:
