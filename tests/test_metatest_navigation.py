@@ -70,3 +70,24 @@ def test_learning_curve_reads_every_episode_column_of_a_metatest_csv(tmp_path):
         read_curve(path, "return")
     with pytest.raises(SystemExit, match="NAME=v1"):
         parse_reference("random")
+
+
+def test_tail_slope_and_frames_to_reach_by_hand(tmp_path):
+    from rl2_lightning.evaluation.curves import frames_to_reach, main, read_trial_curve, tail_slope
+
+    # last quarter of 0..4M frames is 3M..4M: points (3, 110) and (4, 112) -> 2 per million frames
+    frames = [0.0, 1e6, 2e6, 3e6, 4e6]
+    values = [100.0, 104.0, 108.0, 110.0, 112.0]
+    assert tail_slope(frames, values) == pytest.approx(2.0)
+    assert tail_slope(frames, values, share=1.0) == pytest.approx(3.0)  # all five: least squares by hand
+    assert frames_to_reach(120.0, 112.0, 2.0) == pytest.approx(4e6)
+    assert frames_to_reach(100.0, 112.0, 2.0) == 0.0
+    assert frames_to_reach(120.0, 112.0, -1.0) == float("inf")
+    path = tmp_path / "metatest.csv"
+    path.write_text("epoch,frames,trial_return,train_s\n" + "".join(
+        f"{i},{f:.0f},{v},{60 * i}\n" for i, (f, v) in enumerate(zip(frames, values))))
+    assert read_trial_curve(path) == (frames, [0.0, 1.0, 2.0, 3.0, 4.0], values)
+    main(["--compare", f"a={path}", "--reference", "Greedy=120", "--out", str(tmp_path / "c.png")])
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="NAME=CSV"):
+        main(["--compare", str(path), "--out", str(tmp_path / "d.png")])

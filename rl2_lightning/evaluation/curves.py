@@ -5,6 +5,13 @@
 
 ``--metric success`` plots ``success_ep<k>`` (mazes, in %), ``--metric return`` plots ``return_ep<k>``;
 ``--reference NAME=v1,v2,...`` draws one dashed level per episode index for a baseline measured elsewhere.
+
+    python -m rl2_lightning.evaluation.curves --compare "authors=<run>/metatest.csv" "ours=<run>/metatest.csv"
+        --reference "Greedy=137.1" --out compare.png [--title tabular_n10]
+
+``--compare`` draws several runs' trial return against training frames and against training minutes
+(``train_s``: meta-tests left out), and prints each run's last level and its slope per million frames over
+its last quarter, with the frames that slope would need to reach each reference.
 """
 
 from __future__ import annotations
@@ -52,6 +59,62 @@ def curve_figure(frames, per_episode, metric: str, title: str, references: dict[
     return fig
 
 
+def read_trial_curve(path: Path) -> tuple[list[float], list[float], list[float]]:
+    """Frames, training minutes and trial return of every meta-test row of a ``metatest.csv``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist (a run writes metatest.csv in its directory)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "trial_return" not in rows[0]:
+        raise SystemExit(f"error: {path} has no trial_return rows")
+    return ([float(r["frames"]) for r in rows], [float(r["train_s"]) / 60 for r in rows],
+            [float(r["trial_return"]) for r in rows])
+
+
+def tail_slope(frames: list[float], values: list[float], share: float = 0.25) -> float:
+    """Least-squares slope of ``values`` per million frames over the last ``share`` of the frames
+    (at least the last two points)."""
+    start = frames[-1] - share * (frames[-1] - frames[0])
+    pts = [(f / 1e6, v) for f, v in zip(frames, values) if f >= start]
+    pts = pts if len(pts) >= 2 else [(f / 1e6, v) for f, v in zip(frames[-2:], values[-2:])]
+    if len(pts) < 2:
+        return float("nan")
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx
+
+
+def frames_to_reach(level: float, last: float, slope: float) -> float:
+    """Frames more that a straight line at ``slope`` (per million frames) from ``last`` needs to reach
+    ``level``: 0 when already there, infinity when the line does not rise."""
+    if last >= level:
+        return 0.0
+    return (level - last) / slope * 1e6 if slope > 0 else float("inf")
+
+
+def compare_figure(runs: dict[str, Path], references: dict[str, list[float]], title: str):
+    """Trial return of several runs against frames (left) and training minutes (right)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for name, path in runs.items():
+        frames, minutes, values = read_trial_curve(path)
+        axes[0].plot([f / 1e6 for f in frames], values, marker=".", label=name)
+        axes[1].plot(minutes, values, marker=".", label=name)
+    for ax in axes:
+        for name, levels in references.items():
+            ax.axhline(levels[0], ls="--", lw=1, color="grey")
+            ax.annotate(name, (ax.get_xlim()[0], levels[0]), fontsize=7, va="bottom")
+    axes[0].set_xlabel("training frames (millions)")
+    axes[1].set_xlabel("training minutes (meta-tests left out)")
+    axes[0].set_ylabel("meta-test trial return")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def parse_reference(text: str) -> tuple[str, list[float]]:
     """``"name=v1,v2"`` -> ``("name", [v1, v2])``."""
     name, sep, values = text.partition("=")
@@ -65,15 +128,42 @@ def parse_reference(text: str) -> tuple[str, list[float]]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", type=Path)
+    parser.add_argument("csv", type=Path, nargs="?")
+    parser.add_argument("--compare", nargs="+", metavar="NAME=CSV", help="several runs' trial return, by frames and minutes")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metric", default="success", choices=["success", "return"])
     parser.add_argument("--reference", action="append", default=[])
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare(args)
+    if args.csv is None:
+        parser.error("give a metatest.csv, or --compare NAME=CSV ...")
     frames, per_episode = read_curve(args.csv, args.metric)
     references = dict(parse_reference(r) for r in args.reference)
     fig = curve_figure(frames, per_episode, args.metric, args.title or args.csv.parent.name, references)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=100)
+    print(f"wrote {args.out}")
+
+
+def compare(args) -> None:
+    """``--compare``: the figure, and per run its last level, tail slope and frames to each reference."""
+    runs = {}
+    for item in args.compare:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --compare {item!r} is not NAME=CSV")
+        runs[name] = Path(path)
+    references = dict(parse_reference(r) for r in args.reference)
+    for name, path in runs.items():
+        frames, minutes, values = read_trial_curve(path)
+        slope = tail_slope(frames, values)
+        reach = ", ".join(f"{ref} ({levels[0]:g}) in {frames_to_reach(levels[0], values[-1], slope) / 1e6:,.0f}M more frames"
+                          for ref, levels in references.items())
+        print(f"{name}: {values[-1]:.2f} after {frames[-1] / 1e6:.1f}M frames, {minutes[-1]:.0f} training minutes; "
+              f"slope {slope:+.3f} per 1M frames over the last quarter" + (f"; at that slope: {reach}" if reach else ""))
+    fig = compare_figure(runs, references, args.title)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
