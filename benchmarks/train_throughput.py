@@ -1,7 +1,9 @@
 """End-to-end training throughput against a bare-PyTorch bound, measured in the same run.
 
     python benchmarks/train_throughput.py [--preset bandit_k10_n100] [--iterations 6] [--threads 2]
-        [--shapes preset bay3s]
+        [--shapes preset bay3s] [--precision bf16-mixed]
+    python benchmarks/train_throughput.py --preset tabular_n10 --shapes authors authors_mb500 authors_shared
+        --iterations 2 --threads 1
     python benchmarks/train_throughput.py --rl3 [--preset tabular_n10_rl3] [--envs 256 2500]
 
 End to end: ``rl2_lightning.train.train`` on the preset (GRU 256), environment frames per second of
@@ -10,8 +12,18 @@ wall-clock time over whole iterations (collection + GAE + PPO epochs), first ite
 Bound: the same arithmetic in plain PyTorch with no TorchRL, Lightning or environment: step-by-step
 GRU inference of the actor over every step of the batch (what collection must do at least), one
 critic pass over the trials (advantages), and ``epochs x minibatches`` forward+backward passes of
-actor and critic over whole trials with Adam steps. The ratio end-to-end / bound is what the
-framework, the environments and the glue cost.
+actor and critic over whole trials with Adam steps (one trunk with two heads when the shape shares
+it). The ratio end-to-end / bound is what the framework, the environments and the glue cost. Each row
+also splits both sides into collection, advantages and PPO epochs, so that the profile says where the
+iteration's time goes.
+
+``--precision bf16-mixed`` runs both sides under bf16 autocast (``trainer.precision`` end to end,
+``torch.autocast`` in the bound): the cost of lower precision on this CPU, against an fp32 row measured in
+the same run when ``--precision`` lists both (``--precision 32-true bf16-mixed``).
+
+The ``authors`` shapes are the paper's MDP recipe (``recipe=authors``: 2500 trials x 100 steps, 5 epochs
+x 20 minibatches of 125 trials, GRU-256 actor and critic) with its KL guard off, so that every epoch runs
+on both sides; ``authors_mb500`` uses 500-trial minibatches (5 x 5), ``authors_shared`` one trunk.
 
 ``--rl3``: the share of an RL³ iteration spent on the inner estimates (counts, empirical model and
 finite-horizon value iteration, :mod:`rl2_lightning.envs.inner`): the seconds a whole-trial rollout of the
@@ -42,71 +54,133 @@ class BareNet(nn.Module):
         self.embed, self.gru, self.head = nn.Linear(in_size, embed), nn.GRU(embed, hidden, batch_first=True), nn.Linear(hidden, out)
         self.norm_in = nn.LayerNorm(embed) if layer_norm else nn.Identity()
         self.norm_out = nn.LayerNorm(hidden) if layer_norm else nn.Identity()
+        self.value = None
+
+    def features(self, x, h=None):  # noqa: D102
+        y, h = self.gru(self.norm_in(torch.relu(self.embed(x))), h)
+        return self.norm_out(y), h
 
     def forward(self, x, h=None):  # noqa: D102
-        y, h = self.gru(self.norm_in(torch.relu(self.embed(x))), h)
-        return self.head(self.norm_out(y)), h
+        y, h = self.features(x, h)
+        return self.head(y), h
 
 
-def bare_iteration(num_trials, trial_len, in_size, num_actions, hidden, epochs, minibatches, nets, opt) -> float:
-    """Seconds of one iteration's arithmetic in plain PyTorch."""
+class SharedPair:
+    """Actor and critic as one trunk with two heads: the critic's pass reuses the actor's features."""
+
+    def __init__(self, net: BareNet, hidden: int):
+        self.net, self.value = net, nn.Linear(hidden, 1)
+
+    def parameters(self):  # noqa: D102
+        return [*self.net.parameters(), *self.value.parameters()]
+
+
+def bare_iteration(num_trials, trial_len, in_size, hidden, epochs, minibatches, nets, opt, bf16=False) -> dict:
+    """Seconds of one iteration's arithmetic in plain PyTorch, by part."""
     actor, critic = nets
+    shared = isinstance(critic, SharedPair)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     t0 = time.perf_counter()
-    with torch.no_grad():  # collection: one GRU step per env step
+    with torch.no_grad(), autocast:  # collection: one GRU step per env step
         x = torch.zeros(num_trials, 1, in_size)
         h = None
         inputs = []
         for _ in range(trial_len):
             logits, h = actor(x, h)
-            a = torch.distributions.Categorical(logits=logits[:, 0]).sample()
+            a = torch.distributions.Categorical(logits=logits[:, 0].float()).sample()
             x = torch.zeros(num_trials, 1, in_size)
             x[torch.arange(num_trials), 0, a + 1] = 1.0
             inputs.append(x)
         data = torch.cat(inputs, 1)
-        critic(data)  # advantages: one critic pass over the whole trials
+    t1 = time.perf_counter()
+    with torch.no_grad(), autocast:  # advantages: one critic pass over the whole trials
+        critic.value(critic.net.features(data)[0]) if shared else critic(data)
+    t2 = time.perf_counter()
     for _ in range(epochs):
         for idx in torch.tensor_split(torch.randperm(num_trials), minibatches):
             mb = data[idx]
-            logits, _ = actor(mb)
-            values, _ = critic(mb)
-            loss = -torch.log_softmax(logits, -1)[..., 0].mean() + values.pow(2).mean()
+            with autocast:
+                if shared:
+                    y, _ = actor.features(mb)
+                    logits, values = actor.head(y), critic.value(y)
+                else:
+                    logits, _ = actor(mb)
+                    values, _ = critic(mb)
+                loss = -torch.log_softmax(logits.float(), -1)[..., 0].mean() + values.float().pow(2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return time.perf_counter() - t0
+    t3 = time.perf_counter()
+    return {"collection": t1 - t0, "advantages": t2 - t1, "epochs": t3 - t2, "total": t3 - t0}
 
 
-def measure_bare(cfg, iterations: int) -> float:
-    n, k = cfg.env.num_envs, cfg.env.simulator.num_arms
+def input_sizes(cfg) -> tuple[int, int]:
+    """(encoder input size, number of actions) of the preset's env, read from its specs."""
+    from hydra.utils import instantiate
+
+    env = instantiate(cfg.env).spec_env()
+    obs = env.observation_spec["observation"].shape[-1]
+    actions = env.action_spec.space.n
+    env.close()
+    return obs + actions + 2, actions
+
+
+def mean_parts(parts: list[dict]) -> dict:
+    """Mean seconds per part."""
+    return {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
+
+
+def measure_bare(cfg, iterations: int, bf16: bool = False) -> dict:
+    n = cfg.env.num_envs
     trial_len = cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
-    in_size = 1 + k + 2
+    in_size, k = input_sizes(cfg)
     hidden, embed = cfg.model.hidden_size, cfg.model.embed_size
     ln = cfg.model.layer_norm
-    nets = (BareNet(in_size, embed, hidden, k, ln), BareNet(in_size, embed, hidden, 1, ln))
-    opt = torch.optim.Adam([*nets[0].parameters(), *nets[1].parameters()], lr=1e-4)
-    times = [
-        bare_iteration(n, trial_len, in_size, k, hidden, cfg.algo.epochs, cfg.algo.minibatches, nets, opt)
+    actor = BareNet(in_size, embed, hidden, k, ln)
+    critic = SharedPair(actor, hidden) if cfg.model.shared_trunk else BareNet(in_size, embed, hidden, 1, ln)
+    params = [*actor.parameters(), *critic.parameters()] if not cfg.model.shared_trunk else critic.parameters()
+    opt = torch.optim.Adam(params, lr=1e-4)
+    parts = [
+        bare_iteration(n, trial_len, in_size, hidden, cfg.algo.epochs, cfg.algo.minibatches, (actor, critic), opt, bf16)
         for _ in range(iterations)
     ]
-    return n * trial_len / (sum(times[1:]) / len(times[1:]))
+    return mean_parts(parts[1:] or parts)
 
 
-def measure_end_to_end(cfg, iterations: int) -> float:
+def measure_end_to_end(cfg, iterations: int) -> dict:
+    """Mean seconds per iteration of ``rl2_lightning.train.train``, by part (first iteration excluded)."""
     import lightning as L
 
     from rl2_lightning.train import train
 
     class Clock(L.Callback):
-        stamps: list[float] = []
+        def __init__(self):
+            self.stamps, self.parts, self.now = [], [], {}
+
+        def on_fit_start(self, trainer, module):
+            algo = module.algo
+            for name, part in (("compute_advantages", "advantages"), ("update", "epochs")):
+                inner = getattr(algo, name)
+
+                def timed(*args, _inner=inner, _part=part, **kwargs):
+                    t = time.perf_counter()
+                    out = _inner(*args, **kwargs)
+                    self.now[_part] = time.perf_counter() - t
+                    return out
+
+                setattr(algo, name, timed)
 
         def on_train_batch_end(self, *args, **kwargs):
             self.stamps.append(time.perf_counter())
+            self.parts.append(dict(self.now))
 
     clock = Clock()
     train(cfg, extra_callbacks=[clock])
-    gaps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
-    frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
-    return frames / (sum(gaps) / len(gaps))
+    parts = []
+    for (a, b), now in zip(zip(clock.stamps, clock.stamps[1:]), clock.parts[1:]):
+        total = b - a
+        parts.append({"collection": total - now["advantages"] - now["epochs"], **now, "total": total})
+    return mean_parts(parts)  # the first gap starts after the first iteration
 
 
 #: equal-work rows: the preset as shipped, and bay3s/rl-squared's bandit configuration (2500 trials x 100
@@ -114,6 +188,9 @@ def measure_end_to_end(cfg, iterations: int) -> float:
 SHAPES = {
     "preset": [],
     "bay3s": ["env.num_envs=2500", "algo.epochs=10", "algo.minibatches=50", "model.hidden_size=256", "model.embed_size=256"],
+    "authors": ["recipe=authors", "algo.target_kl=null"],
+    "authors_mb500": ["recipe=authors", "algo.target_kl=null", "algo.minibatches=5"],
+    "authors_shared": ["recipe=authors", "algo.target_kl=null", "model.shared_trunk=true"],
 }
 
 
@@ -149,7 +226,7 @@ def measure_inner_share(preset: str, envs: list[int], iterations: int) -> None:
         )
         inner = rollout_seconds(cfg, n, True) - rollout_seconds(cfg, n, False)
         frames = n * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
-        whole = frames / measure_end_to_end(cfg, iterations)
+        whole = measure_end_to_end(cfg, iterations)["total"]
         print(f"| {preset} | {n} | {inner:.3f} | {whole:.2f} | {inner / whole:.1%} |")
 
 
@@ -161,6 +238,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--shapes", nargs="+", default=["preset"], choices=list(SHAPES), help="rows to measure")
+    parser.add_argument("--precision", nargs="+", default=["32-true"], choices=["32-true", "bf16-mixed"],
+                        help="one row per shape and precision (bf16-mixed: autocast on both sides)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. env.num_envs=128")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -169,34 +248,41 @@ def main() -> None:
         return measure_inner_share(preset, args.envs, args.iterations)
     from trainkit import compose_cfg
 
-    rows = []
+    rows, profile = [], []
     for shape in args.shapes:
-        cfg = compose_cfg(
-            [
-                f"conf={args.preset}",
-                "trainer.max_epochs=1",
-                f"trainer.limit_train_batches={args.iterations}",
-                "trainer.enable_progress_bar=false",
-                "trainer.accelerator=cpu",
-                "~logger",
-                "callbacks.metatest=null",
-                "runs_dir=/tmp/rl2_bench_runs",
-                *SHAPES[shape],
-                *args.overrides,
-            ],
-            tiny=False,
-        )
-        if "num_arms" not in cfg.env.simulator:
-            sys.exit(f"error: the bare-PyTorch bound is written for bandit presets; {args.preset} is not one "
-                     "(--rl3 measures the MDPs' inner estimates)")
-        bound = measure_bare(cfg, args.iterations)
-        e2e = measure_end_to_end(cfg, args.iterations)
-        frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
-        ppo = f"{cfg.algo.epochs}x{cfg.algo.minibatches}, GRU {cfg.model.hidden_size}"
-        rows.append(f"| {args.preset} ({shape}: {ppo}) | {frames} | {args.threads} | {e2e:,.0f} | {bound:,.0f} | {e2e / bound:.0%} |")
+        for precision in args.precision:
+            cfg = compose_cfg(
+                [
+                    f"conf={args.preset}",
+                    "trainer.max_epochs=1",
+                    f"trainer.limit_train_batches={args.iterations}",
+                    "trainer.enable_progress_bar=false",
+                    "trainer.accelerator=cpu",
+                    f"trainer.precision={precision}",
+                    "~logger",
+                    "callbacks.metatest=null",
+                    "runs_dir=/tmp/rl2_bench_runs",
+                    *SHAPES[shape],
+                    *args.overrides,
+                ],
+                tiny=False,
+            )
+            bound = measure_bare(cfg, args.iterations, bf16=precision == "bf16-mixed")
+            e2e = measure_end_to_end(cfg, args.iterations)
+            frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
+            trunk = "shared trunk" if cfg.model.shared_trunk else "actor + critic"
+            name = f"{args.preset} ({shape}: {cfg.algo.epochs}x{cfg.algo.minibatches}, GRU {cfg.model.hidden_size}, {trunk}, {precision})"
+            rows.append(f"| {name} | {frames} | {args.threads} | {frames / e2e['total']:,.0f} | "
+                        f"{frames / bound['total']:,.0f} | {bound['total'] / e2e['total']:.0%} |")
+            profile.append(f"| {name} | " + " | ".join(
+                f"{e2e[k]:.1f} / {bound[k]:.1f}" for k in ("collection", "advantages", "epochs", "total")) + " |")
     print("| preset (shape) | frames/iteration | threads | end-to-end steps/s | bare PyTorch bound steps/s | ratio |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
+    print()
+    print("| preset (shape) | collection s (end to end / bound) | advantages s | PPO epochs s | iteration s |")
+    print("|---|---|---|---|---|")
+    print("\n".join(profile))
 
 
 if __name__ == "__main__":
