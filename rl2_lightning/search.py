@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +67,21 @@ def suggest(trial, name: str, dist: DictConfig) -> Any:
     return trial.suggest_float(name, float(low), float(high), log=log)
 
 
+def frozen(trial):
+    """The stored state of a running trial (its system attributes and intermediate values)."""
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
 class ReportMetaTests(L.Callback):
     """Reports each meta-test (trial return at seconds of training) to an Optuna trial, and stops the run
-    at the end of that epoch if the study's pruner says so (the run still writes its checkpoint)."""
+    at the end of that epoch if the study's pruner says so (the run still writes its checkpoint).
+
+    The seconds are the run's own clock (meta-tests included), which its checkpoints carry: a trial
+    resumed after its process died reports where its curve left off."""
 
     def __init__(self, trial):
-        self.trial, self.pruned, self.start, self._reported, self._step = trial, False, None, None, 0
-
-    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
-        self.start = time.monotonic()
+        self.trial, self.pruned, self._reported = trial, False, None
+        self._step = max(frozen(trial).intermediate_values, default=0)  # a retried trial inherits its curve so far
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
         from rl2_lightning.callbacks import MetaTestCallback
@@ -85,8 +90,8 @@ class ReportMetaTests(L.Callback):
         if metatest is None or metatest.last is None or metatest.last is self._reported:
             return
         self._reported = metatest.last
-        # seconds of training (meta-tests included); strictly increasing, as Optuna keeps one value per step
-        step = max(int(time.monotonic() - self.start), self._step + 1)
+        # strictly increasing, as Optuna keeps one value per step
+        step = max(int(metatest.state_dict()["wall_s"]), self._step + 1)
         self._step = step
         self.trial.report(float(metatest.last["trial_return"]), step)
         self.trial.set_user_attr("frames", int(pl_module.frames))
@@ -95,8 +100,10 @@ class ReportMetaTests(L.Callback):
             trainer.should_stop = True
 
 
-def storage_for(url: str):
-    """Optuna's RDB storage with a heartbeat: a trial whose process died is failed and retried once."""
+def storage_for(url: str, heartbeat_interval: int = 60, grace_period: int = 180):
+    """Optuna's RDB storage with a heartbeat: a trial whose process died (no heartbeat for
+    ``grace_period`` seconds) is failed when a process next works on the study, and retried once, with
+    its curve so far; the retry resumes the dead trial's run from its last checkpoint (:func:`objective`)."""
     optuna = require_extra("optuna", "search", "a recipe search")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +112,9 @@ def storage_for(url: str):
     with warnings.catch_warnings():  # the heartbeat is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            url, heartbeat_interval=60, grace_period=180,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1, inherit_intermediate_values=True),
         )
 
 
@@ -121,7 +129,9 @@ def open_study(name: str, spec: DictConfig, storage_url: str, pruner=None):
         )
     sampler_cfg = spec.get("sampler") or {}
     sampler = optuna.samplers.TPESampler(seed=sampler_cfg.get("seed"), n_startup_trials=sampler_cfg.get("n_startup_trials", 10))
-    return optuna.create_study(study_name=name, storage=storage_for(storage_url), direction="maximize",
+    beat = spec.get("heartbeat") or {}
+    storage = storage_for(storage_url, int(beat.get("interval", 60)), int(beat.get("grace_period", 180)))
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                sampler=sampler, pruner=pruner, load_if_exists=True)
 
 
@@ -137,6 +147,9 @@ def objective(trial, spec: DictConfig, runs_dir: Path, config_dir: str | Path | 
     max_time = f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     overrides = [*spec.overrides, *(f"{k}={v}" for k, v in params.items()), f"runs_dir={runs_dir}",
                  f"experiment=trial_{trial.number:03d}", f"trainer.max_time={max_time}"]
+    resume = dead_trial_checkpoint(trial, runs_dir)
+    if resume is not None:  # a retry of a trial whose process died: continue its run (budget clock included)
+        overrides.append(f"ckpt_path={resume}")
     report = ReportMetaTests(trial)
     out = train(compose(overrides, config_dir), extra_callbacks=[report])
     trial.set_user_attr("run_dir", str(out["run_dir"]))
@@ -145,6 +158,19 @@ def objective(trial, spec: DictConfig, runs_dir: Path, config_dir: str | Path | 
     if report.pruned:
         raise optuna.TrialPruned(f"stopped at {trial.user_attrs.get('frames', 0):,} frames")
     return float(out["metatest"]["trial_return"])
+
+
+def dead_trial_checkpoint(trial, runs_dir: Path) -> Path | None:
+    """For a retried trial, the newest ``last.ckpt`` of the runs of the trials it retries; else None."""
+    import optuna
+
+    import warnings
+
+    with warnings.catch_warnings():  # marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen(trial))
+    found = [p for n in history for p in (Path(runs_dir) / f"trial_{n:03d}").glob("*/checkpoints/last.ckpt")]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def run_search(name: str, trials: int | None = None, storage: str | None = None, config_dir: str | Path | None = None,

@@ -3,6 +3,7 @@ meta-test, prunes, continues after a restart, and whose shipped configs compose.
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 import subprocess
 import sys
@@ -90,3 +91,62 @@ def test_the_shipped_searches_compose_at_every_corner_of_their_space(name):
         picks = [f"{k}={(list(d.choices) if 'choices' in d else [d.low, d.high])[corner]}" for k, d in spec.space.items()]
         cfg = compose([*spec.overrides, *picks])
         assert cfg.callbacks.metatest.task_set == "tuning"
+
+
+KILLABLE = """
+overrides: [conf=bandit_k5_n10, debug=smoke, threads=1, trainer.max_epochs=100000, callbacks.metatest.every_n_epochs=1]
+budget: {min_minutes: 0.4, max_minutes: 0.4}  # each trial trains 24 s, whatever its epochs
+heartbeat: {interval: 1, grace_period: 2}
+sampler: {seed: 0, n_startup_trials: 2}
+space:
+  algo.actor_lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+"""
+
+
+def test_a_killed_search_process_is_continued_and_its_trial_resumed_from_its_checkpoint(tmp_path):
+    import os
+    import signal
+    import time
+
+    (tmp_path / "myconf" / "search").mkdir(parents=True)
+    (tmp_path / "myconf" / "search" / "killable.yaml").write_text(KILLABLE)
+    cmd = [sys.executable, "-m", "rl2_lightning.search", "killable", "--trials", "1", "--config-dir",
+           str(tmp_path / "myconf"), "--root", str(tmp_path / "searches")]
+    db = tmp_path / "searches" / "killable.db"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    def trained_seconds() -> float:  # the run's clock at its last meta-test (0 before the first)
+        rows = [r for p in (tmp_path / "searches" / "killable" / "runs").glob("trial_000/*/metatest.csv")
+                for r in csv.DictReader(p.open())]
+        return float(rows[-1]["wall_s"]) if rows else 0.0
+
+    try:  # kill it mid-trial, after 12 of its 24 s, once a checkpoint holds them
+        while time.monotonic() < deadline and proc.poll() is None:
+            ckpts = list((tmp_path / "searches" / "killable" / "runs").glob("trial_000/*/checkpoints/last.ckpt"))
+            if ckpts and trained_seconds() >= 12:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the trial ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    study = optuna.load_study(study_name="killable", storage=f"sqlite:///{db}")
+    (dead,) = study.trials
+    assert dead.state is optuna.trial.TrialState.RUNNING  # no process left to say otherwise
+    before = dict(dead.intermediate_values)
+    time.sleep(3)  # past the grace period: its heartbeat is stale
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = optuna.load_study(study_name="killable", storage=f"sqlite:///{db}")
+    dead, retry = study.trials
+    assert dead.state is optuna.trial.TrialState.FAIL and retry.state is optuna.trial.TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == dead.params
+    # the retry continued the dead trial's run: same run directory, its curve kept and extended in time
+    run_dir = Path(retry.user_attrs["run_dir"])
+    assert run_dir.parent.name == "trial_000"
+    assert "resuming" in done.stdout + done.stderr
+    steps = sorted(retry.intermediate_values)
+    assert {s: retry.intermediate_values[s] for s in before} == before
+    assert len(steps) > len(before) and min(set(steps) - set(before)) > max(before)
+    # the budget counted the dead process's training: the whole run trained about 24 s, not 12 + 24
+    assert 24 <= trained_seconds() < 31
