@@ -77,6 +77,9 @@ class MetaTestCallback(Callback):
         episodes_per_trial: episodes of a meta-test trial (default: the training value); a larger
             value tests extrapolation beyond the trial length trained on.
         video_frames: mazes: frames of the logged trial animation (every k-th step past this; 0: none).
+        every_minutes: a period in minutes of training instead of epochs: meta-test at the end of the first
+            epoch after this long since the previous meta-test (also after the last epoch). Runs of very
+            different cost per epoch (a search's trials) then report at comparable times.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class MetaTestCallback(Callback):
         batch_size: Optional[PositiveInt] = None,
         episodes_per_trial: Optional[PositiveInt] = None,
         video_frames: Annotated[int, Range(0)] = 200,
+        every_minutes: Optional[Annotated[float, Range(0, None, low_open=True)]] = None,
     ):
         self.every_n_epochs, self.task_set, self.num_tasks = every_n_epochs, TaskSet(task_set).value, num_tasks
         self.exploration, self.seed, self.run_dir = Exploration(exploration).torchrl, seed, run_dir
@@ -98,6 +102,7 @@ class MetaTestCallback(Callback):
         self.batch_size = min(batch_size or num_tasks, num_tasks)
         self.episodes_per_trial = episodes_per_trial
         self.video_frames = video_frames
+        self.every_minutes = every_minutes
         self.env = None
         self.video_env = None
         self.tasks = None
@@ -111,6 +116,8 @@ class MetaTestCallback(Callback):
         # seconds of wall-clock and of meta-tests before this process (a resumed run continues its clocks)
         self._clock_offset = {"wall_s": 0.0, "metatest_s": 0.0}
         self._metatest_seconds = 0.0
+        #: seconds of training (meta-tests left out) at the previous meta-test, for ``every_minutes``
+        self._last_test_train_s = 0.0
 
     def _make_env(self, pl_module: LightningModule, num_envs: int):
         env = pl_module.env.make(
@@ -213,10 +220,19 @@ class MetaTestCallback(Callback):
         """The run's clocks so far, kept in checkpoints so that a resumed run's ``wall_s`` and ``train_s``
         continue where the checkpoint left them instead of restarting at 0."""
         elapsed = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
-        return {"wall_s": self._clock_offset["wall_s"] + elapsed, "metatest_s": self._metatest_seconds}
+        return {"wall_s": self._clock_offset["wall_s"] + elapsed, "metatest_s": self._metatest_seconds,
+                "last_test_train_s": self._last_test_train_s}
 
     def load_state_dict(self, state: dict[str, float]) -> None:  # noqa: D102
         self._clock_offset = {"wall_s": float(state.get("wall_s", 0.0)), "metatest_s": float(state.get("metatest_s", 0.0))}
+        self._last_test_train_s = float(state.get("last_test_train_s", 0.0))
+
+    def _due(self, trainer: Trainer) -> bool:
+        """Whether this epoch's end is a meta-test by the period (epochs, or minutes of training)."""
+        if self.every_minutes is None:
+            return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        clock = self.state_dict()
+        return clock["wall_s"] - clock["metatest_s"] - self._last_test_train_s >= 60 * self.every_minutes
 
     def _csv_path(self, trainer: Trainer) -> Path:
         return Path(self.run_dir or trainer.default_root_dir) / "metatest.csv"
@@ -224,7 +240,7 @@ class MetaTestCallback(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         # the last epoch, also when the run stops early (max_time, a signal): its score is the run's result
         last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
-        if not ((trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch):
+        if not (self._due(trainer) or last_epoch):
             return
         if not trainer.is_global_zero:
             return
@@ -250,6 +266,7 @@ class MetaTestCallback(Callback):
         self._metatest_seconds += now - started
         wall = now - (self._fit_start or started) + self._clock_offset["wall_s"]
         timing = {"wall_s": wall, "train_s": wall - self._metatest_seconds}
+        self._last_test_train_s = timing["train_s"]
         self._append_csv(trainer, frames, {**summary, **timing})
 
     def figure(self, returns: torch.Tensor, baselines: dict[str, torch.Tensor] | None = None):

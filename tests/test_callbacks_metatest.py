@@ -104,3 +104,26 @@ def test_the_callback_and_the_evaluate_command_score_a_policy_alike(preset):
                       num_tasks=100, seed=cfg.callbacks.metatest.seed, verbose=False)
     assert in_training == row["mean"]
     callback.teardown(None, module, "fit")
+
+
+def test_every_minutes_tests_after_that_much_training_and_the_clock_survives_a_checkpoint():
+    import time
+    from types import SimpleNamespace
+
+    from rl2_lightning.callbacks import MetaTestCallback
+
+    trainer = SimpleNamespace(current_epoch=0)
+    cb = MetaTestCallback(every_minutes=1.0)
+    # 100 s on the run's clock, 10 of them meta-tests: 90 s of training; the previous test was at 30 s
+    cb._clock_offset, cb._metatest_seconds, cb._fit_start = {"wall_s": 100.0, "metatest_s": 10.0}, 10.0, time.perf_counter()
+    cb._last_test_train_s = 30.0
+    assert cb._due(trainer)  # 60 s of training since
+    cb._last_test_train_s = 31.0
+    assert not cb._due(trainer)  # 59 s
+    resumed = MetaTestCallback(every_minutes=1.0)
+    resumed.load_state_dict(cb.state_dict())
+    resumed._fit_start, resumed._metatest_seconds = time.perf_counter(), resumed._clock_offset["metatest_s"]
+    assert resumed._last_test_train_s == 31.0 and not resumed._due(trainer)
+    # by epochs, as before, when no minutes are given
+    assert MetaTestCallback(every_n_epochs=2)._due(SimpleNamespace(current_epoch=1))
+    assert not MetaTestCallback(every_n_epochs=2)._due(SimpleNamespace(current_epoch=2))
