@@ -162,9 +162,9 @@ def objective(trial, spec: DictConfig, runs_dir: Path, config_dir: str | Path | 
 
 def dead_trial_checkpoint(trial, runs_dir: Path) -> Path | None:
     """For a retried trial, the newest ``last.ckpt`` of the runs of the trials it retries; else None."""
-    import optuna
-
     import warnings
+
+    import optuna
 
     with warnings.catch_warnings():  # marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
