@@ -12,8 +12,8 @@ curve trails the others' at the same training time (successive halving in severa
 ``budget.min_minutes``), so only promising trials run long. The study lives in a real database (SQLite by
 default, ``searches/<name>.db``; any SQLAlchemy URL with ``--storage``): a search continues after a
 restart, several processes or machines can work on one study, and a trial whose process died is
-retried once (Optuna's heartbeat). The search's own Optuna is the library's current version (the
-``search`` extra), used through its own API.
+retried from its last checkpoint, up to ``heartbeat.max_retry`` times (Optuna's heartbeat). The
+search's own Optuna is the library's current version (the ``search`` extra), used through its own API.
 """
 
 from __future__ import annotations
@@ -100,10 +100,11 @@ class ReportMetaTests(L.Callback):
             trainer.should_stop = True
 
 
-def storage_for(url: str, heartbeat_interval: int = 60, grace_period: int = 180):
+def storage_for(url: str, heartbeat_interval: int = 60, grace_period: int = 180, max_retry: int = 3):
     """Optuna's RDB storage with a heartbeat: a trial whose process died (no heartbeat for
-    ``grace_period`` seconds) is failed when a process next works on the study, and retried once, with
-    its curve so far; the retry resumes the dead trial's run from its last checkpoint (:func:`objective`)."""
+    ``grace_period`` seconds) is failed when a process next works on the study, and retried (up to
+    ``max_retry`` times: a long trial may span several session ends) with its curve so far; the retry
+    resumes the dead trial's run from its last checkpoint (:func:`objective`)."""
     optuna = require_extra("optuna", "search", "a recipe search")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,7 @@ def storage_for(url: str, heartbeat_interval: int = 60, grace_period: int = 180)
         return optuna.storages.RDBStorage(
             url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1, inherit_intermediate_values=True),
+                max_retry=max_retry, inherit_intermediate_values=True),
         )
 
 
@@ -130,7 +131,8 @@ def open_study(name: str, spec: DictConfig, storage_url: str, pruner=None):
     sampler_cfg = spec.get("sampler") or {}
     sampler = optuna.samplers.TPESampler(seed=sampler_cfg.get("seed"), n_startup_trials=sampler_cfg.get("n_startup_trials", 10))
     beat = spec.get("heartbeat") or {}
-    storage = storage_for(storage_url, int(beat.get("interval", 60)), int(beat.get("grace_period", 180)))
+    storage = storage_for(storage_url, int(beat.get("interval", 60)), int(beat.get("grace_period", 180)),
+                          int(beat.get("max_retry", 3)))
     return optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                sampler=sampler, pruner=pruner, load_if_exists=True)
 
