@@ -23,8 +23,8 @@ from pathlib import Path
 from rl2_lightning.evaluation.report import _pyplot
 
 
-def read_curve(path: Path, metric: str) -> tuple[list[float], list[list[float]]]:
-    """Frames and, per episode index, the metric's values of every meta-test row."""
+def _rows(path: Path) -> list[dict]:
+    """The rows of a ``metatest.csv`` (one-line error when it is missing or empty)."""
     path = Path(path)
     if not path.is_file():
         raise SystemExit(f"error: {path} does not exist (a run writes metatest.csv in its directory)")
@@ -32,6 +32,12 @@ def read_curve(path: Path, metric: str) -> tuple[list[float], list[list[float]]]
         rows = list(csv.DictReader(f))
     if not rows:
         raise SystemExit(f"error: {path} has no meta-test rows yet")
+    return rows
+
+
+def read_curve(path: Path, metric: str) -> tuple[list[float], list[list[float]]]:
+    """Frames and, per episode index, the metric's values of every meta-test row."""
+    rows = _rows(path)
     prefix = f"{metric}_ep"
     columns = sorted((k for k in rows[0] if k.startswith(prefix)), key=lambda k: int(k[len(prefix):]))
     if not columns:
@@ -61,13 +67,9 @@ def curve_figure(frames, per_episode, metric: str, title: str, references: dict[
 
 def read_trial_curve(path: Path) -> tuple[list[float], list[float], list[float]]:
     """Frames, training minutes and trial return of every meta-test row of a ``metatest.csv``."""
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist (a run writes metatest.csv in its directory)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "trial_return" not in rows[0]:
-        raise SystemExit(f"error: {path} has no trial_return rows")
+    rows = _rows(path)
+    if "trial_return" not in rows[0]:
+        raise SystemExit(f"error: {path} has no trial_return column")
     return ([float(r["frames"]) for r in rows], [float(r["train_s"]) / 60 for r in rows],
             [float(r["trial_return"]) for r in rows])
 
@@ -94,12 +96,12 @@ def frames_to_reach(level: float, last: float, slope: float) -> float:
     return (level - last) / slope * 1e6 if slope > 0 else float("inf")
 
 
-def compare_figure(runs: dict[str, Path], references: dict[str, list[float]], title: str):
-    """Trial return of several runs against frames (left) and training minutes (right)."""
+def compare_figure(curves: dict[str, tuple], references: dict[str, list[float]], title: str):
+    """Trial return of several runs (``read_trial_curve``'s triples) against frames (left) and training
+    minutes (right)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for name, path in runs.items():
-        frames, minutes, values = read_trial_curve(path)
+    for name, (frames, minutes, values) in curves.items():
         axes[0].plot([f / 1e6 for f in frames], values, marker=".", label=name)
         axes[1].plot(minutes, values, marker=".", label=name)
     for ax in axes:
@@ -156,14 +158,14 @@ def compare(args) -> None:
             raise SystemExit(f"error: --compare {item!r} is not NAME=CSV")
         runs[name] = Path(path)
     references = dict(parse_reference(r) for r in args.reference)
-    for name, path in runs.items():
-        frames, minutes, values = read_trial_curve(path)
+    curves = {name: read_trial_curve(path) for name, path in runs.items()}
+    for name, (frames, minutes, values) in curves.items():
         slope = tail_slope(frames, values)
         reach = ", ".join(f"{ref} ({levels[0]:g}) in {frames_to_reach(levels[0], values[-1], slope) / 1e6:,.0f}M more frames"
                           for ref, levels in references.items())
         print(f"{name}: {values[-1]:.2f} after {frames[-1] / 1e6:.1f}M frames, {minutes[-1]:.0f} training minutes; "
               f"slope {slope:+.3f} per 1M frames over the last quarter" + (f"; at that slope: {reach}" if reach else ""))
-    fig = compare_figure(runs, references, args.title)
+    fig = compare_figure(curves, references, args.title)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
