@@ -114,6 +114,23 @@ def bare_iteration(num_trials, trial_len, in_size, hidden, epochs, minibatches, 
     return {"collection": t1 - t0, "advantages": t2 - t1, "epochs": t3 - t2, "total": t3 - t0}
 
 
+def trial_steps(cfg) -> int:
+    """Steps of one trial of the config's env."""
+    return cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
+
+
+def bench_cfg(preset: str, iterations: int, *overrides: str):
+    """The preset for ``iterations`` timed iterations on the CPU: no logger, meta-test or progress bar."""
+    from trainkit import compose_cfg
+
+    return compose_cfg(
+        [f"conf={preset}", "trainer.max_epochs=1", f"trainer.limit_train_batches={iterations}",
+         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "~logger", "callbacks.metatest=null",
+         "runs_dir=/tmp/rl2_bench_runs", *overrides],
+        tiny=False,
+    )
+
+
 def input_sizes(cfg) -> tuple[int, int]:
     """(encoder input size, number of actions) of the preset's env, read from its specs."""
     from hydra.utils import instantiate
@@ -131,8 +148,7 @@ def mean_parts(parts: list[dict]) -> dict:
 
 
 def measure_bare(cfg, iterations: int, bf16: bool = False) -> dict:
-    n = cfg.env.num_envs
-    trial_len = cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
+    n, trial_len = cfg.env.num_envs, trial_steps(cfg)
     in_size, k = input_sizes(cfg)
     hidden, embed = cfg.model.hidden_size, cfg.model.embed_size
     ln = cfg.model.layer_norm
@@ -213,19 +229,11 @@ def rollout_seconds(cfg, num_envs: int, inner: bool, repeats: int = 3) -> float:
 
 def measure_inner_share(preset: str, envs: list[int], iterations: int) -> None:
     """Print the inner estimates' seconds per iteration against a whole iteration's, per batch size."""
-    from trainkit import compose_cfg
-
     print("| preset | trials/iteration | inner estimates s/iteration | whole iteration s | share |")
     print("|---|---|---|---|---|")
     for n in envs:
-        cfg = compose_cfg(
-            [f"conf={preset}", f"env.num_envs={n}", "trainer.max_epochs=1", f"trainer.limit_train_batches={iterations}",
-             "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "~logger", "callbacks.metatest=null",
-             "runs_dir=/tmp/rl2_bench_runs"],
-            tiny=False,
-        )
+        cfg = bench_cfg(preset, iterations, f"env.num_envs={n}")
         inner = rollout_seconds(cfg, n, True) - rollout_seconds(cfg, n, False)
-        frames = n * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
         whole = measure_end_to_end(cfg, iterations)["total"]
         print(f"| {preset} | {n} | {inner:.3f} | {whole:.2f} | {inner / whole:.1%} |")
 
@@ -246,30 +254,14 @@ def main() -> None:
     if args.rl3:
         preset = args.preset if args.preset.endswith("_rl3") else "tabular_n10_rl3"
         return measure_inner_share(preset, args.envs, args.iterations)
-    from trainkit import compose_cfg
-
     rows, profile = [], []
     for shape in args.shapes:
         for precision in args.precision:
-            cfg = compose_cfg(
-                [
-                    f"conf={args.preset}",
-                    "trainer.max_epochs=1",
-                    f"trainer.limit_train_batches={args.iterations}",
-                    "trainer.enable_progress_bar=false",
-                    "trainer.accelerator=cpu",
-                    f"trainer.precision={precision}",
-                    "~logger",
-                    "callbacks.metatest=null",
-                    "runs_dir=/tmp/rl2_bench_runs",
-                    *SHAPES[shape],
-                    *args.overrides,
-                ],
-                tiny=False,
-            )
+            cfg = bench_cfg(args.preset, args.iterations, f"trainer.precision={precision}", *SHAPES[shape],
+                            *args.overrides)
             bound = measure_bare(cfg, args.iterations, bf16=precision == "bf16-mixed")
             e2e = measure_end_to_end(cfg, args.iterations)
-            frames = cfg.env.num_envs * cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
+            frames = cfg.env.num_envs * trial_steps(cfg)
             trunk = "shared trunk" if cfg.model.shared_trunk else "actor + critic"
             name = f"{args.preset} ({shape}: {cfg.algo.epochs}x{cfg.algo.minibatches}, GRU {cfg.model.hidden_size}, {trunk}, {precision})"
             rows.append(f"| {name} | {frames} | {args.threads} | {frames / e2e['total']:,.0f} | "
