@@ -53,7 +53,14 @@ def read_search(name: str, config_dir: str | Path | None = None, sets: list[str]
             raise ValueError(f"{path}: space.{param} needs choices, or low and high")
     if any(o.split("=", 1)[0].lstrip("+~") in ("runs_dir", "experiment", "trainer.max_time") for o in spec.overrides):
         raise ValueError(f"{path}: runs_dir, experiment and trainer.max_time are the search's to set")
+    for key, default in HEARTBEAT_DEFAULTS.items():  # every key checked here, named in its error
+        value = (spec.get("heartbeat") or {}).get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "max_retry" else 1):
+            raise ValueError(f"{path}: heartbeat.{key} must be an integer (>= {0 if key == 'max_retry' else 1}), got {value!r}")
     return spec
+
+
+HEARTBEAT_DEFAULTS = {"interval": 60, "grace_period": 180, "max_retry": 3}  # seconds, seconds, retries
 
 
 def suggest(trial, name: str, dist: DictConfig) -> Any:
@@ -130,9 +137,8 @@ def open_study(name: str, spec: DictConfig, storage_url: str, pruner=None):
         )
     sampler_cfg = spec.get("sampler") or {}
     sampler = optuna.samplers.TPESampler(seed=sampler_cfg.get("seed"), n_startup_trials=sampler_cfg.get("n_startup_trials", 10))
-    beat = spec.get("heartbeat") or {}
-    storage = storage_for(storage_url, int(beat.get("interval", 60)), int(beat.get("grace_period", 180)),
-                          int(beat.get("max_retry", 3)))
+    beat = {**HEARTBEAT_DEFAULTS, **(spec.get("heartbeat") or {})}
+    storage = storage_for(storage_url, beat["interval"], beat["grace_period"], beat["max_retry"])
     return optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                sampler=sampler, pruner=pruner, load_if_exists=True)
 

@@ -7,6 +7,7 @@ import csv
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -14,7 +15,7 @@ import pytest
 from trainkit import ROOT
 
 from rl2_lightning.config import compose
-from rl2_lightning.search import SEARCH_DIR, read_search, run_search, trials_table
+from rl2_lightning.search import SEARCH_DIR, open_study, read_search, run_search, trials_table
 
 TINY = """
 overrides: [conf=bandit_k5_n10, debug=smoke, threads=1, trainer.max_epochs=4, callbacks.metatest.every_n_epochs=1]
@@ -81,6 +82,26 @@ def test_bad_search_configs_are_one_line_errors(tiny):
     (tiny / "myconf" / "search" / "bad.yaml").write_text(TINY.replace("threads=1", "trainer.max_time=00:00:01:00"))
     with pytest.raises(ValueError, match="are the search's to set"):
         read_search("bad", tiny / "myconf")
+    with pytest.raises(ValueError, match=r"heartbeat.grace_period must be an integer \(>= 1\), got 'soon'"):
+        read_search("tiny", tiny / "myconf", ["heartbeat.grace_period=soon"])
+    with pytest.raises(ValueError, match=r"heartbeat.max_retry must be an integer \(>= 0\), got -1"):
+        read_search("tiny", tiny / "myconf", ["heartbeat.max_retry=-1"])
+    assert read_search("tiny", tiny / "myconf", ["heartbeat.max_retry=0"]).heartbeat.max_retry == 0
+
+
+def test_a_dead_trial_is_retried_heartbeat_max_retry_times_and_then_left_failed(tiny):
+    spec = read_search("tiny", tiny / "myconf", ["heartbeat.interval=1", "heartbeat.grace_period=1", "heartbeat.max_retry=2"])
+    study = open_study("tiny", spec, f"sqlite:///{tiny / 'tiny.db'}")
+    for minute in range(3):  # a process takes the trial (the retry, once there is one), reports, and dies
+        trial = study.ask()
+        trial.report(100.0 + minute, step=60 * (minute + 1))
+        study._storage.record_heartbeat(trial._trial_id)
+        time.sleep(2.5)  # past the grace period (the stored heartbeat has whole-second resolution)
+        optuna.storages.fail_stale_trials(study)  # what the next process does first
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 3  # the original and two retries, no third
+    assert trials[2].system_attrs["retry_history"] == [0, 1]
+    assert trials[2].intermediate_values == {60: 100.0, 120: 101.0, 180: 102.0}  # each retry kept the curve
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SEARCH_DIR.glob("*.yaml")))
