@@ -385,10 +385,12 @@ def read_manifest(directory: Path | None = None) -> dict[str, Any]:
 
 def export_policy(
     ckpt: Path, preset: str, note: str = "", out_dir: Path = PRETRAINED_DIR, seconds: float | None = None,
-    warm_start: str | None = None,
+    warm_start: str | None = None, training_run: str | None = None,
 ) -> Path:
     """Write the compact file of a training checkpoint for ``preset`` and record it in the manifest, with
-    the training's wall-clock ``seconds`` (all stages, warm starts included) and what it was warm-started from."""
+    the training's wall-clock ``seconds`` (all stages, warm starts included), what it was warm-started from,
+    and ``training_run``: the folder of ``data/training/`` that holds the run's curve and checkpoint when it
+    is not ``preset`` (a long run shipped under the setting's name)."""
     source = read_checkpoint(Path(ckpt), arg="export")
     module = build_module(source["hyper_parameters"], f"export {ckpt}")
     load_networks(module, source["state_dict"], f"export {ckpt}")
@@ -410,6 +412,8 @@ def export_policy(
         entry["train_seconds"] = float(seconds)
     if warm_start:
         entry["warm_start"] = warm_start
+    if training_run and training_run != preset:
+        entry["training_run"] = training_run
 
     def record_entry(manifest: dict) -> None:
         old = manifest.get(preset, {})

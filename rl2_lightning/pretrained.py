@@ -106,13 +106,15 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("--note", default="")
     ex.add_argument("--seconds", type=float, default=None, help="wall-clock seconds the training took, all stages")
     ex.add_argument("--warm-start", default=None, help="what the first stage was warm-started from (init_from)")
+    ex.add_argument("--run", default=None, help="the folder of data/training/ holding the run (default: the preset's)")
     sc = sub.add_parser("score", help="score a shipped policy on the held-out set and record it in the manifest")
     sc.add_argument("preset")
     ls = sub.add_parser("list", help="the shipped policies: held-out score, the paper's RL², cost")
     ls.add_argument("--provenance", action="store_true", help="also how each was trained, and its checksums")
     args = parser.parse_args(argv)
     if args.command == "export":
-        path = export(args.checkpoint, args.preset, args.note, seconds=args.seconds, warm_start=args.warm_start)
+        path = export(args.checkpoint, args.preset, args.note, seconds=args.seconds, warm_start=args.warm_start,
+                      training_run=args.run)
         print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
     elif args.command == "score":
         torch.set_num_threads(1)

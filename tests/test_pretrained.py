@@ -105,3 +105,15 @@ def test_a_long_score_never_loses_what_an_export_recorded_meanwhile(tmp_path, mo
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert "exported_meanwhile" in manifest and manifest["bandit_k5_n10"]["heldout"]["mean"] == 1.5
     assert json.loads(MANIFEST.read_text())["bandit_k5_n10"]["heldout"]["mean"] != 1.5  # the real one untouched
+
+
+def test_export_names_the_training_run_only_when_it_is_not_the_presets_own_folder(tmp_path):
+    from rl2_lightning.pretrained import export
+
+    ckpt = PRETRAINED_DIR.parent / "training" / "bandit_k10_n100" / "last.ckpt"
+    export(ckpt, "bandit_k10_n100", out_dir=tmp_path, seconds=600.0, training_run="bandit_k10_n100")
+    entry = read_manifest(tmp_path)["bandit_k10_n100"]
+    assert "training_run" not in entry and entry["train_seconds"] == 600.0
+    export(ckpt, "bandit_k10_n100", out_dir=tmp_path, training_run="bandit_k10_n100_long")
+    assert read_manifest(tmp_path)["bandit_k10_n100"]["training_run"] == "bandit_k10_n100_long"
+    assert load("bandit_k10_n100", directory=tmp_path).frames == read_manifest()["bandit_k10_n100"]["frames"]

@@ -54,3 +54,21 @@ def test_the_rl3_cost_table_compares_with_the_papers_rl2_and_never_counts_rl3_as
     # paper's RL² for bandit_k10_n100 is 83.5: 83.1 misses it by 0.4, inside the half-width 0.7
     assert line == ("| bandit_k10_n100 | 83.1 ± 0.7 | 83.5 | 81.0 ± 0.8 | Gittins 83.0 ± 0.7 | "
                     "missed by 0.4 (within the interval) | 9.9M | 25 min | – |")
+
+
+def test_a_shipped_policy_s_curve_is_read_from_its_training_run_named_in_the_manifest(tmp_path):
+    from rl2_lightning.baselines.results import curves_figure
+
+    for run, curve in (("bandit_k10_n100", [(1_000_000, 70), (2_000_000, 71)]), ("k10_long_run", [(3_000_000, 80), (4_000_000, 82)])):
+        (tmp_path / run).mkdir()
+        rows_csv = "".join(f"{i},{frames},{value}\n" for i, (frames, value) in enumerate(curve))
+        (tmp_path / run / "metatest.csv").write_text("epoch,frames,trial_return\n" + rows_csv)
+
+    def rl2_line(manifest):
+        fig = curves_figure({"bandit_k10_n100": rows()}, ["bandit_k10_n100"], str, 1, "t", tmp_path, manifest)
+        line = next(l for l in fig.axes[0].get_lines() if l.get_label().startswith("RL² (tuning"))
+        star = next(l for l in fig.axes[0].get_lines() if l.get_label() == "RL² held-out")
+        return list(line.get_xdata()), list(line.get_ydata()), list(star.get_xdata())
+
+    assert rl2_line(None) == ([1.0, 2.0], [70.0, 71.0], [2.0])  # no manifest entry: the folder named as the preset
+    assert rl2_line({"bandit_k10_n100": {"training_run": "k10_long_run"}}) == ([3.0, 4.0], [80.0, 82.0], [4.0])

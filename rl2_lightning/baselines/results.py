@@ -299,9 +299,10 @@ def read_curve(setting: str, training_dir: Path = TRAINING_DIR) -> tuple[list[fl
 
 
 def curves_figure(results: dict[str, list[dict]], settings: list[str], label, ncols: int, title: str,
-                  training_dir: Path = TRAINING_DIR):
+                  training_dir: Path = TRAINING_DIR, manifest: dict[str, dict] | None = None):
     """One panel per setting: RL²'s and RL³'s tuning-set meta-tests against frames, their held-out scores
-    at the end (stars), and the held-out levels of the best baseline, random, and the paper's RL²."""
+    at the end (stars), and the held-out levels of the best baseline, random, and the paper's RL². A shipped
+    policy's curve is its training run's (the manifest's ``training_run``, else the folder named as the preset)."""
     from rl2_lightning.evaluation.report import _pyplot
 
     plt = _pyplot()
@@ -309,9 +310,10 @@ def curves_figure(results: dict[str, list[dict]], settings: list[str], label, nc
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
     for ax, setting in zip(axes.flat, settings):
         rows = {r["key"]: r for r in results.get(setting, [])}
-        curve = read_curve(setting, training_dir)
-        for key, name, color, run in (("rl2", "RL²", "C0", setting), ("rl3", "RL³", "C1", f"{setting}_rl3")):
-            line = read_curve(run, training_dir)
+        runs = {preset: (manifest or {}).get(preset, {}).get("training_run", preset) for preset in (setting, f"{setting}_rl3")}
+        curve = read_curve(runs[setting], training_dir)
+        for key, name, color, preset in (("rl2", "RL²", "C0", setting), ("rl3", "RL³", "C1", f"{setting}_rl3")):
+            line = curve if preset == setting else read_curve(runs[preset], training_dir)
             if line is not None:
                 ax.plot([f / 1e6 for f in line[0]], line[1], color=color, lw=2.0, label=f"{name} (tuning-set meta-test)")
             if key in rows and line is not None:
@@ -479,7 +481,8 @@ def main(argv: list[str] | None = None) -> None:
             rl3_cost_table(results, manifest, [s for s in TABLE1 + TABLE2 if s in results]), ""]
     for family, settings, label, ncols in (("bandit", TABLE1, _bandit_title, 3), ("tabular", TABLE2, _tabular_title, 3)):
         if any(s in results for s in settings):
-            fig = curves_figure(results, settings, label, ncols, f"RL² and RL³ learning curves, {family} settings")
+            fig = curves_figure(results, settings, label, ncols, f"RL² and RL³ learning curves, {family} settings",
+                                manifest=manifest)
             fig.savefig(figures / f"curves_{family}.png", dpi=100)
             doc += [f"![RL² and RL³ learning curves, {family}](img/curves_{family}.png)", ""]
     below = _outside(results)
