@@ -31,6 +31,7 @@ from rl2_lightning.errors import require_extra
 from rl2_lightning.resources import conf_dir
 
 SEARCH_DIR = conf_dir() / "search"
+HEARTBEAT_DEFAULTS = {"interval": 60, "grace_period": 180, "max_retry": 3}  # seconds, seconds, retries
 
 
 def read_search(name: str, config_dir: str | Path | None = None, sets: list[str] = ()) -> DictConfig:
@@ -58,9 +59,6 @@ def read_search(name: str, config_dir: str | Path | None = None, sets: list[str]
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "max_retry" else 1):
             raise ValueError(f"{path}: heartbeat.{key} must be an integer (>= {0 if key == 'max_retry' else 1}), got {value!r}")
     return spec
-
-
-HEARTBEAT_DEFAULTS = {"interval": 60, "grace_period": 180, "max_retry": 3}  # seconds, seconds, retries
 
 
 def suggest(trial, name: str, dist: DictConfig) -> Any:
