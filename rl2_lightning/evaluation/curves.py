@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 from rl2_lightning.evaluation.report import _pyplot
@@ -86,6 +87,10 @@ def tail_slope(frames: list[float], values: list[float], share: float = 0.25) ->
     my = sum(y for _, y in pts) / len(pts)
     sxx = sum((x - mx) ** 2 for x, _ in pts)
     return sum((x - mx) * (y - my) for x, y in pts) / sxx
+
+
+def _reach_text(frames: float) -> str:
+    return "never (the line does not rise)" if math.isinf(frames) else f"in {frames / 1e6:,.0f}M more frames"
 
 
 def frames_to_reach(level: float, last: float, slope: float) -> float:
@@ -161,7 +166,7 @@ def compare(args) -> None:
     curves = {name: read_trial_curve(path) for name, path in runs.items()}
     for name, (frames, minutes, values) in curves.items():
         slope = tail_slope(frames, values)
-        reach = ", ".join(f"{ref} ({levels[0]:g}) in {frames_to_reach(levels[0], values[-1], slope) / 1e6:,.0f}M more frames"
+        reach = ", ".join(f"{ref} ({levels[0]:g}) " + _reach_text(frames_to_reach(levels[0], values[-1], slope))
                           for ref, levels in references.items())
         print(f"{name}: {values[-1]:.2f} after {frames[-1] / 1e6:.1f}M frames, {minutes[-1]:.0f} training minutes; "
               f"slope {slope:+.3f} per 1M frames over the last quarter" + (f"; at that slope: {reach}" if reach else ""))
