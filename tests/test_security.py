@@ -162,7 +162,7 @@ def test_every_shipped_policy_loads_safely_and_scores_as_before_on_100_tasks():
     for preset in sorted(read_manifest()):
         record = torch.load(PRETRAINED_DIR / f"{preset}.pt", weights_only=True)  # tensors and plain data only
         assert set(record) >= {"hyper_parameters", "state_dict", "frames", "sha256"}
-        if preset in before:  # the scores measured by the earlier (unsafe) loader
+        if preset in before:  # measured by the earlier (unsafe) loader; for policies shipped since, when shipped
             assert score(preset, num_tasks=100)["mean"] == before[preset], preset
 
 
