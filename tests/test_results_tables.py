@@ -68,7 +68,9 @@ def test_a_shipped_policy_s_curve_is_read_from_its_training_run_named_in_the_man
         fig = curves_figure({"bandit_k10_n100": rows()}, ["bandit_k10_n100"], str, 1, "t", tmp_path, manifest)
         line = next(l for l in fig.axes[0].get_lines() if l.get_label().startswith("RL² (tuning"))
         star = next(l for l in fig.axes[0].get_lines() if l.get_label() == "RL² held-out")
-        return list(line.get_xdata()), list(line.get_ydata()), list(star.get_xdata())
+        out = list(line.get_xdata()), list(line.get_ydata()), list(star.get_xdata())
+        fig.clear()
+        return out
 
     assert rl2_line(None) == ([1.0, 2.0], [70.0, 71.0], [2.0])  # no manifest entry: the folder named as the preset
     assert rl2_line({"bandit_k10_n100": {"training_run": "k10_long_run"}}) == ([3.0, 4.0], [80.0, 82.0], [4.0])
