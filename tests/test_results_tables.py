@@ -57,6 +57,8 @@ def test_the_rl3_cost_table_compares_with_the_papers_rl2_and_never_counts_rl3_as
 
 
 def test_a_shipped_policy_s_curve_is_read_from_its_training_run_named_in_the_manifest(tmp_path):
+    import matplotlib.pyplot as plt
+
     from rl2_lightning.baselines.results import curves_figure
 
     for run, curve in (("bandit_k10_n100", [(1_000_000, 70), (2_000_000, 71)]), ("k10_long_run", [(3_000_000, 80), (4_000_000, 82)])):
@@ -69,7 +71,7 @@ def test_a_shipped_policy_s_curve_is_read_from_its_training_run_named_in_the_man
         line = next(l for l in fig.axes[0].get_lines() if l.get_label().startswith("RL² (tuning"))
         star = next(l for l in fig.axes[0].get_lines() if l.get_label() == "RL² held-out")
         out = list(line.get_xdata()), list(line.get_ydata()), list(star.get_xdata())
-        fig.clear()
+        plt.close(fig)
         return out
 
     assert rl2_line(None) == ([1.0, 2.0], [70.0, 71.0], [2.0])  # no manifest entry: the folder named as the preset
