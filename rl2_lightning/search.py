@@ -55,9 +55,9 @@ def read_search(name: str, config_dir: str | Path | None = None, sets: list[str]
     if any(o.split("=", 1)[0].lstrip("+~") in ("runs_dir", "experiment", "trainer.max_time") for o in spec.overrides):
         raise ValueError(f"{path}: runs_dir, experiment and trainer.max_time are the search's to set")
     for key, default in HEARTBEAT_DEFAULTS.items():  # every key checked here, named in its error
-        value = (spec.get("heartbeat") or {}).get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "max_retry" else 1):
-            raise ValueError(f"{path}: heartbeat.{key} must be an integer (>= {0 if key == 'max_retry' else 1}), got {value!r}")
+        value, low = (spec.get("heartbeat") or {}).get(key, default), 0 if key == "max_retry" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{path}: heartbeat.{key} must be an integer (>= {low}), got {value!r}")
     return spec
 
 
@@ -105,7 +105,8 @@ class ReportMetaTests(L.Callback):
             trainer.should_stop = True
 
 
-def storage_for(url: str, heartbeat_interval: int = 60, grace_period: int = 180, max_retry: int = 3):
+def storage_for(url: str, heartbeat_interval: int = HEARTBEAT_DEFAULTS["interval"],
+                grace_period: int = HEARTBEAT_DEFAULTS["grace_period"], max_retry: int = HEARTBEAT_DEFAULTS["max_retry"]):
     """Optuna's RDB storage with a heartbeat: a trial whose process died (no heartbeat for
     ``grace_period`` seconds) is failed when a process next works on the study, and retried (up to
     ``max_retry`` times: a long trial may span several session ends) with its curve so far; the retry

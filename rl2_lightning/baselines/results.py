@@ -310,10 +310,10 @@ def curves_figure(results: dict[str, list[dict]], settings: list[str], label, nc
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
     for ax, setting in zip(axes.flat, settings):
         rows = {r["key"]: r for r in results.get(setting, [])}
-        runs = {preset: (manifest or {}).get(preset, {}).get("training_run", preset) for preset in (setting, f"{setting}_rl3")}
-        curve = read_curve(runs[setting], training_dir)
-        for key, name, color, preset in (("rl2", "RL²", "C0", setting), ("rl3", "RL³", "C1", f"{setting}_rl3")):
-            line = curve if preset == setting else read_curve(runs[preset], training_dir)
+        lines = {key: read_curve((manifest or {}).get(preset, {}).get("training_run", preset), training_dir)
+                 for key, preset in (("rl2", setting), ("rl3", f"{setting}_rl3"))}
+        for key, name, color in (("rl2", "RL²", "C0"), ("rl3", "RL³", "C1")):
+            line = lines[key]
             if line is not None:
                 ax.plot([f / 1e6 for f in line[0]], line[1], color=color, lw=2.0, label=f"{name} (tuning-set meta-test)")
             if key in rows and line is not None:
@@ -326,7 +326,7 @@ def curves_figure(results: dict[str, list[dict]], settings: list[str], label, nc
         paper = PAPER_RESULTS.get(setting, {}).get("rl2")
         if paper:
             ax.axhline(paper, color="C2", ls="-.", lw=1, label="paper's RL²")
-        ax.set_title(label(setting) + ("" if curve else " (not trained)"), fontsize=9)
+        ax.set_title(label(setting) + ("" if lines["rl2"] else " (not trained)"), fontsize=9)
         ax.set_xlabel("frames (M)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
