@@ -2,7 +2,8 @@
 
     rl2-search tabular_n10              # work on the study of conf/search/tabular_n10.yaml (continues it)
     rl2-search tabular_n10 --trials 4   # at most 4 more trials from this process
-    rl2-search tabular_n10 --show       # its trials, best first, and the plot of every trial's curve
+    rl2-search tabular_n10 --show       # its trials, best first, the plot of every trial's curve, and
+                                        # each curve as searches/tabular_n10_curves/trial_NNN.csv
     rl2-search tabular_n10 --set budget.max_minutes=120   # change a key of the search's config
 
 Each trial trains the search's preset with the sampled parameters for up to ``budget.max_minutes`` of
@@ -19,6 +20,7 @@ search's own Optuna is the library's current version (the ``search`` extra), use
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import sys
 from pathlib import Path
@@ -100,6 +102,10 @@ class ReportMetaTests(L.Callback):
         self._step = step
         self.trial.report(float(metatest.last["trial_return"]), step)
         self.trial.set_user_attr("frames", int(pl_module.frames))
+        # frames and training seconds (meta-tests left out) at each step: the curve `--show` writes as CSV
+        points = [*frozen(self.trial).user_attrs.get("curve", []),
+                  [step, int(pl_module.frames), round(float(metatest.state_dict()["last_test_train_s"]), 1)]]
+        self.trial.set_user_attr("curve", points)
         if self.trial.should_prune():
             self.pruned = True
             trainer.should_stop = True
@@ -232,6 +238,26 @@ def curves_figure(study, path: Path) -> Path:
     return path
 
 
+def write_trial_curves(study, folder: Path) -> list[Path]:
+    """Each trial's curve as ``folder/trial_NNN.csv`` (frames, train_s, trial_return: the columns of a run's
+    ``metatest.csv`` that ``rl2_lightning.evaluation.curves --compare`` reads), from the frames the trial
+    recorded at each report; a trial reported before frames were recorded per step has none and is left out."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for t in study.trials:
+        points = [(step, frames, train_s) for step, frames, train_s in t.user_attrs.get("curve", [])
+                  if step in t.intermediate_values]
+        if not points:
+            continue
+        path = folder / f"trial_{t.number:03d}.csv"
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["frames", "train_s", "trial_return"])
+            writer.writerows([frames, train_s, t.intermediate_values[step]] for step, frames, train_s in points)
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: see the module's docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -250,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
         study = open_study(args.name, spec, args.storage or spec.get("storage") or f"sqlite:///{Path(args.root) / args.name}.db")
         print(trials_table(study))
         print(f"wrote {curves_figure(study, Path(args.root) / f'{args.name}_curves.png')}")
+        csvs = write_trial_curves(study, Path(args.root) / f"{args.name}_curves")
+        print(f"wrote {len(csvs)} trial curve(s) for `curves --compare` under {Path(args.root) / f'{args.name}_curves'}"
+              f" ({len(study.trials) - len(csvs)} trial(s) without frames per report)")
         return
     study = run_search(args.name, args.trials, args.storage, args.config_dir, root=args.root, sets=args.sets)
     print(trials_table(study))

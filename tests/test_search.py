@@ -15,6 +15,7 @@ import pytest
 from trainkit import ROOT
 
 from rl2_lightning.config import compose
+from rl2_lightning.evaluation.curves import read_trial_curve
 from rl2_lightning.search import SEARCH_DIR, open_study, read_search, run_search, trials_table
 
 TINY = """
@@ -71,6 +72,12 @@ def test_show_prints_the_trials_and_draws_their_curves(tiny):
                           text=True, timeout=300)
     assert proc.returncode == 0 and "| 0 | complete |" in proc.stdout, proc.stderr[-2000:]
     assert (tiny / "searches" / "tiny_curves.png").stat().st_size > 1000
+    # each trial's curve as a CSV that `curves --compare` reads: frames of each of the 4 epochs' meta-tests
+    frames, minutes, values = read_trial_curve(tiny / "searches" / "tiny_curves" / "trial_000.csv")
+    assert frames == [16 * 10 * 2 * k for k in (1, 2, 3, 4)]  # 2 iterations of 16 trials of 10 steps per epoch
+    assert minutes == sorted(minutes) and minutes[0] > 0
+    (trial,) = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tiny / 'searches' / 'tiny.db'}").trials
+    assert values == [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]
 
 
 def test_bad_search_configs_are_one_line_errors(tiny):
