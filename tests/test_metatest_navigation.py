@@ -72,7 +72,7 @@ def test_learning_curve_reads_every_episode_column_of_a_metatest_csv(tmp_path):
         parse_reference("random")
 
 
-def test_tail_slope_and_frames_to_reach_by_hand(tmp_path):
+def test_tail_slope_and_frames_to_reach_by_hand(tmp_path, capsys):
     from rl2_lightning.evaluation.curves import frames_to_reach, main, read_trial_curve, tail_slope
 
     # last quarter of 0..4M frames is 3M..4M: points (3, 110) and (4, 112) -> 2 per million frames
@@ -87,7 +87,9 @@ def test_tail_slope_and_frames_to_reach_by_hand(tmp_path):
     path.write_text("epoch,frames,trial_return,train_s\n" + "".join(
         f"{i},{f:.0f},{v},{60 * i}\n" for i, (f, v) in enumerate(zip(frames, values))))
     assert read_trial_curve(path) == (frames, [0.0, 1.0, 2.0, 3.0, 4.0], values)
-    main(["--compare", f"a={path}", "--reference", "Greedy=120", "--out", str(tmp_path / "c.png")])
+    main(["--compare", f"a={path}", "--reference", "Greedy=120", "--reference", "Random=100", "--out", str(tmp_path / "c.png")])
     assert (tmp_path / "c.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "Greedy (120) in 4M more frames" in printed and "Random (100) already reached" in printed
     with pytest.raises(SystemExit, match="NAME=CSV"):
         main(["--compare", str(path), "--out", str(tmp_path / "d.png")])

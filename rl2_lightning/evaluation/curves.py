@@ -90,6 +90,8 @@ def tail_slope(frames: list[float], values: list[float], share: float = 0.25) ->
 
 
 def _reach_text(frames: float) -> str:
+    if frames == 0:
+        return "already reached"
     return "never (the line does not rise)" if math.isinf(frames) else f"in {frames / 1e6:,.0f}M more frames"
 
 
