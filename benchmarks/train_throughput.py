@@ -5,6 +5,7 @@
     python benchmarks/train_throughput.py --preset tabular_n10 --shapes authors authors_mb500 authors_shared
         --iterations 2 --threads 1
     python benchmarks/train_throughput.py --rl3 [--preset tabular_n10_rl3] [--envs 256 2500]
+    python benchmarks/train_throughput.py --preset tabular_n10 --shapes authors --device cuda --iterations 3
 
 End to end: ``rl2_lightning.train.train`` on the preset (GRU 256), environment frames per second of
 wall-clock time over whole iterations (collection + GAE + PPO epochs), first iteration excluded.
@@ -24,6 +25,8 @@ the same run when ``--precision`` lists both (``--precision 32-true bf16-mixed``
 The ``authors`` shapes are the paper's MDP recipe (``recipe=authors``: 2500 trials x 100 steps, 5 epochs
 x 20 minibatches of 125 trials, GRU-256 actor and critic) with its KL guard off, so that every epoch runs
 on both sides; ``authors_mb500`` uses 500-trial minibatches (5 x 5), ``authors_shared`` one trunk.
+
+``--device cuda`` runs both sides on one GPU (``trainer.accelerator=gpu``), timing after a synchronisation.
 
 ``--rl3``: the share of an RL³ iteration spent on the inner estimates (counts, empirical model and
 finite-horizon value iteration, :mod:`rl2_lightning.envs.inner`): the seconds a whole-trial rollout of the
@@ -75,29 +78,37 @@ class SharedPair:
         return [*self.net.parameters(), *self.value.parameters()]
 
 
-def bare_iteration(num_trials, trial_len, in_size, hidden, epochs, minibatches, nets, opt, bf16=False) -> dict:
+def synced_now(device: torch.device) -> float:
+    """Seconds now, once the device has finished the work queued on it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def bare_iteration(num_trials, trial_len, in_size, hidden, epochs, minibatches, nets, opt, bf16=False,
+                   device=torch.device("cpu")) -> dict:
     """Seconds of one iteration's arithmetic in plain PyTorch, by part."""
     actor, critic = nets
     shared = isinstance(critic, SharedPair)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-    t0 = time.perf_counter()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    t0 = synced_now(device)
     with torch.no_grad(), autocast:  # collection: one GRU step per env step
-        x = torch.zeros(num_trials, 1, in_size)
+        x = torch.zeros(num_trials, 1, in_size, device=device)
         h = None
         inputs = []
         for _ in range(trial_len):
             logits, h = actor(x, h)
             a = torch.distributions.Categorical(logits=logits[:, 0].float()).sample()
-            x = torch.zeros(num_trials, 1, in_size)
-            x[torch.arange(num_trials), 0, a + 1] = 1.0
+            x = torch.zeros(num_trials, 1, in_size, device=device)
+            x[torch.arange(num_trials, device=device), 0, a + 1] = 1.0
             inputs.append(x)
         data = torch.cat(inputs, 1)
-    t1 = time.perf_counter()
+    t1 = synced_now(device)
     with torch.no_grad(), autocast:  # advantages: one critic pass over the whole trials
         critic.value(critic.net.features(data)[0]) if shared else critic(data)
-    t2 = time.perf_counter()
+    t2 = synced_now(device)
     for _ in range(epochs):
-        for idx in torch.tensor_split(torch.randperm(num_trials), minibatches):
+        for idx in torch.tensor_split(torch.randperm(num_trials, device=device), minibatches):
             mb = data[idx]
             with autocast:
                 if shared:
@@ -110,7 +121,7 @@ def bare_iteration(num_trials, trial_len, in_size, hidden, epochs, minibatches, 
             opt.zero_grad()
             loss.backward()
             opt.step()
-    t3 = time.perf_counter()
+    t3 = synced_now(device)
     return {"collection": t1 - t0, "advantages": t2 - t1, "epochs": t3 - t2, "total": t3 - t0}
 
 
@@ -119,13 +130,16 @@ def trial_steps(cfg) -> int:
     return cfg.env.episodes_per_trial * (cfg.env.simulator.get("episode_steps") or 1)
 
 
-def bench_cfg(preset: str, iterations: int, *overrides: str):
-    """The preset for ``iterations`` timed iterations on the CPU: no logger, meta-test or progress bar."""
+def bench_cfg(preset: str, iterations: int, *overrides: str, device: str = "cpu"):
+    """The preset for ``iterations`` timed iterations on one device (``cpu`` or ``cuda``): no logger,
+    meta-test or progress bar."""
     from trainkit import compose_cfg
 
+    accelerator = "gpu" if device == "cuda" else "cpu"
     return compose_cfg(
         [f"conf={preset}", "trainer.max_epochs=1", f"trainer.limit_train_batches={iterations}",
-         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "~logger", "callbacks.metatest=null",
+         "trainer.enable_progress_bar=false", f"trainer.accelerator={accelerator}", "trainer.devices=1", "~logger",
+         "callbacks.metatest=null",
          "runs_dir=/tmp/rl2_bench_runs", *overrides],
         tiny=False,
     )
@@ -147,17 +161,23 @@ def mean_parts(parts: list[dict]) -> dict:
     return {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
 
 
-def measure_bare(cfg, iterations: int, bf16: bool = False) -> dict:
+def measure_bare(cfg, iterations: int, bf16: bool = False, device=torch.device("cpu")) -> dict:
     n, trial_len = cfg.env.num_envs, trial_steps(cfg)
     in_size, k = input_sizes(cfg)
     hidden, embed = cfg.model.hidden_size, cfg.model.embed_size
     ln = cfg.model.layer_norm
     actor = BareNet(in_size, embed, hidden, k, ln)
     critic = SharedPair(actor, hidden) if cfg.model.shared_trunk else BareNet(in_size, embed, hidden, 1, ln)
+    actor.to(device)
+    if cfg.model.shared_trunk:
+        critic.value.to(device)
+    else:
+        critic.to(device)
     params = [*actor.parameters(), *critic.parameters()] if not cfg.model.shared_trunk else critic.parameters()
     opt = torch.optim.Adam(params, lr=1e-4)
     parts = [
-        bare_iteration(n, trial_len, in_size, hidden, cfg.algo.epochs, cfg.algo.minibatches, (actor, critic), opt, bf16)
+        bare_iteration(n, trial_len, in_size, hidden, cfg.algo.epochs, cfg.algo.minibatches, (actor, critic), opt, bf16,
+                       device)
         for _ in range(iterations)
     ]
     return mean_parts(parts[1:] or parts)
@@ -174,20 +194,20 @@ def measure_end_to_end(cfg, iterations: int) -> dict:
             self.stamps, self.parts, self.now = [], [], {}
 
         def on_fit_start(self, trainer, module):
-            algo = module.algo
+            algo, device = module.algo, trainer.strategy.root_device
             for name, part in (("compute_advantages", "advantages"), ("update", "epochs")):
                 inner = getattr(algo, name)
 
                 def timed(*args, _inner=inner, _part=part, **kwargs):
-                    t = time.perf_counter()
+                    t = synced_now(device)
                     out = _inner(*args, **kwargs)
-                    self.now[_part] = time.perf_counter() - t
+                    self.now[_part] = synced_now(device) - t
                     return out
 
                 setattr(algo, name, timed)
 
-        def on_train_batch_end(self, *args, **kwargs):
-            self.stamps.append(time.perf_counter())
+        def on_train_batch_end(self, trainer, *args, **kwargs):
+            self.stamps.append(synced_now(trainer.strategy.root_device))
             self.parts.append(dict(self.now))
 
     clock = Clock()
@@ -248,6 +268,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["preset"], choices=list(SHAPES), help="rows to measure")
     parser.add_argument("--precision", nargs="+", default=["32-true"], choices=["32-true", "bf16-mixed"],
                         help="one row per shape and precision (bf16-mixed: autocast on both sides)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where both sides run (cuda: trainer.accelerator=gpu, one device)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. env.num_envs=128")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -258,12 +280,13 @@ def main() -> None:
     for shape in args.shapes:
         for precision in args.precision:
             cfg = bench_cfg(args.preset, args.iterations, f"trainer.precision={precision}", *SHAPES[shape],
-                            *args.overrides)
-            bound = measure_bare(cfg, args.iterations, bf16=precision == "bf16-mixed")
+                            *args.overrides, device=args.device)
+            bound = measure_bare(cfg, args.iterations, bf16=precision == "bf16-mixed", device=torch.device(args.device))
             e2e = measure_end_to_end(cfg, args.iterations)
             frames = cfg.env.num_envs * trial_steps(cfg)
             trunk = "shared trunk" if cfg.model.shared_trunk else "actor + critic"
-            name = f"{args.preset} ({shape}: {cfg.algo.epochs}x{cfg.algo.minibatches}, GRU {cfg.model.hidden_size}, {trunk}, {precision})"
+            name = (f"{args.preset} ({shape}: {cfg.algo.epochs}x{cfg.algo.minibatches}, GRU {cfg.model.hidden_size}, "
+                    f"{trunk}, {precision}, {args.device})")
             rows.append(f"| {name} | {frames} | {args.threads} | {frames / e2e['total']:,.0f} | "
                         f"{frames / bound['total']:,.0f} | {bound['total'] / e2e['total']:.0%} |")
             profile.append(f"| {name} | " + " | ".join(

@@ -94,7 +94,7 @@ class RL2Module(LightningModule):
             "frames": valid.sum().to(per_episode.dtype),
         }
         # one collective for all statistics, named by key rather than by position
-        values = torch.stack([v.to(per_episode.dtype).reshape(()) for v in local.values()])
+        values = torch.stack([v.to(per_episode.device, per_episode.dtype).reshape(()) for v in local.values()])
         if self.trainer.world_size > 1:
             values = self.trainer.strategy.reduce(values, reduce_op="mean")
         metrics = dict(zip(local, values.tolist()))  # one device-to-host copy
@@ -151,8 +151,9 @@ class RL2Module(LightningModule):
         if states is None:
             return
         torch.set_rng_state(states["torch"])
-        if states["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
+        # a checkpoint written on N GPUs restores the first min(N, this machine's) device streams
+        for device, cuda_state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
 
 
 class _LightningUpdate(UpdateContext):

@@ -303,6 +303,33 @@ def test_runs_on_cuda(play):
     run_on("cuda", play)
 
 
+def test_a_random_stream_saved_on_another_kind_of_device_restarts_from_a_seed_of_it(play):
+    """A CUDA generator's state (16 bytes: seed and offset) cannot be set on the CPU Mersenne Twister (and
+    the reverse: the GPU run of session 14 died with "RNG state is wrong size" when it resumed a CPU
+    checkpoint). The env then seeds the stream from the saved bytes, with a warning: two resumes from the
+    same state play the same trials, another state plays others."""
+    env = trial_env("tabular", 4, 2)
+    saved = env.rng_state()
+    foreign = {k: torch.arange(16, dtype=torch.uint8) for k in saved}  # the size of a CUDA Philox state
+    actions = random_actions(env, 2 * 2 * EPISODE_STEPS["tabular"])
+
+    def resumed_from(state):
+        with pytest.warns(UserWarning) as caught:
+            env.set_rng_state(state)
+        assert [str(w.message).split(" random stream was saved on another kind of device")[0] for w in caught] == [
+            "the simulator's", "the task draws'"]
+        assert all("so this resume is not bit-identical" in str(w.message) for w in caught)
+        return play(env, actions)["next", "reward"]
+
+    first = resumed_from(foreign)
+    again = resumed_from(foreign)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    other = resumed_from({k: v + 1 for k, v in foreign.items()})
+    assert not torch.equal(first, other)
+    env.set_rng_state(saved)  # a state of this device's kind is set as it is, silently
+    assert torch.equal(env.rng_state()["simulator"], saved["simulator"])
+
+
 def test_one_registry_a_family_declared_once_is_known_by_name_and_by_path():
     from rl2_lightning.envs import FAMILIES, BernoulliBandit, TaskSimulator, family_class, known_families
 

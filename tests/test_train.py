@@ -91,6 +91,20 @@ def test_resume_rejects_a_checkpoint_of_another_architecture(tmp_path):
         train(compose_cfg([f"runs_dir={tmp_path}", f"ckpt_path={ckpt}", "algo=trpo"]))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_checkpoint_trains_on_and_resumes_on_a_gpu(tmp_path):
+    """Session 14's first GPU runs: an iteration's statistics mixed CPU and CUDA tensors in one stack, and
+    a CPU checkpoint's env random states could not be set on CUDA generators; both ended the run."""
+    base = [f"runs_dir={tmp_path}", "callbacks.metatest=null", "trainer.devices=1"]
+    cpu = train(compose_cfg([*base, "trainer.max_epochs=1", "trainer.accelerator=cpu", "experiment=cpu"]))
+    ckpt = Path(cpu["run_dir"]) / "checkpoints" / "last.ckpt"
+    with pytest.warns(UserWarning, match="not bit-identical"):
+        gpu = train(compose_cfg([*base, "trainer.max_epochs=2", "trainer.accelerator=gpu", f"ckpt_path={ckpt}"]))
+    assert int(gpu["module"].frames) == 2 * int(cpu["module"].frames)
+    assert all(p.device.type == "cuda" for p in gpu["module"].parameters())
+
+
 def test_init_from_warm_starts_a_longer_trial_with_the_weights_and_frames_of_the_source(tmp_path):
     """``init_from=<ckpt>`` into a run with longer trials (and another learning rate): the run starts
     from the source's networks and frame count, with a fresh optimizer and its own algorithm settings."""

@@ -24,6 +24,8 @@ once per ``trials_per_reset`` trials, while returns still stop at every trial en
 from __future__ import annotations
 
 import abc
+import warnings
+import zlib
 from typing import ClassVar
 
 import torch
@@ -32,6 +34,23 @@ from torchrl.data import Binary, Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from rl2_lightning.envs.tasks import FixedTasks, TaskSource, derive_seed
+
+
+def restore_generator(generator: torch.Generator, state: torch.Tensor, what: str = "a") -> None:
+    """Set ``generator`` to a saved ``state``; a state saved on another kind of device (a CPU Mersenne
+    Twister state on a CUDA generator, or the reverse: their sizes differ) cannot continue there, so the
+    generator is seeded from the state's bytes instead, with a warning: the resumed run is reproducible
+    from the checkpoint, but its stream is not the one the original device would have continued."""
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+        return
+    seed = zlib.crc32(state.cpu().numpy().tobytes())
+    generator.manual_seed(seed)
+    warnings.warn(
+        f"{what} random stream was saved on another kind of device than this run's {generator.device.type}; "
+        f"it restarts from a seed derived from the saved state ({seed}), so this resume is not bit-identical",
+        stacklevel=2,
+    )
 
 
 class EngineRestarted(RuntimeError):
@@ -199,8 +218,8 @@ class SimulatorEnv(EnvBase):
         same list), take this worker's."""
         if isinstance(state, (list, tuple)):
             state = state[self.worker]
-        self.simulator.generator.set_state(state["simulator"])
-        self.task_source.generator.set_state(state["tasks"])
+        restore_generator(self.simulator.generator, state["simulator"], "the simulator's")
+        restore_generator(self.task_source.generator, state["tasks"], "the task draws'")
 
     def _reset_mask(self, tensordict: TensorDictBase | None) -> torch.Tensor:
         """Bool ``[num_envs]``: the envs to reset (all of them when there is no ``_reset`` entry)."""
