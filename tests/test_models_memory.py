@@ -235,3 +235,42 @@ def test_the_norm_relu_cell_against_hand_numbers():
     x = torch.tensor([[[2.0, 0.0, 0.0]]])
     out, _ = cell(x, torch.zeros(1, 1, 4))
     torch.testing.assert_close(out[0, 0], (1 - keep) * torch.tensor([1.0, 0.0, 1.0, 0.0]), atol=1e-4, rtol=0)
+
+
+def test_the_norm_relu_cell_over_a_sequence_equals_stepping_it_and_a_mask_freezes_ended_trials():
+    """The sequence pass takes the input's paths out of the time loop (one GEMM and normalisation for every
+    step): it must equal feeding the steps one at a time, and a ``mask`` (TorchRL's, for trials split to
+    different lengths) must hold each trial's state from its end on."""
+    from rl2_lightning.models.memory import NormReLUGRU
+
+    torch.manual_seed(3)
+    cell = NormReLUGRU(5, 6, keep_bias=1.0)
+    with torch.no_grad():  # LayerNorm affines away from their (1, 0) start, so that the stacking is tested
+        for norm in [*cell.norm_x, *cell.norm_h]:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    x, h0 = torch.randn(3, 7, 5), torch.randn(1, 3, 6)
+    whole, h_last = cell(x, h0)
+    h, stepped = h0, []
+    for t in range(7):
+        out, h = cell(x[:, t : t + 1], h)
+        stepped.append(out[:, 0])
+    torch.testing.assert_close(whole, torch.stack(stepped, 1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_last, h, rtol=1e-5, atol=1e-6)
+    # and the docstring's equations, written out with each LayerNorm module on its own block
+    h, reference = h0[0], []
+    for t in range(7):
+        x_r, x_z, x_n = (n(g) for n, g in zip(cell.norm_x, (x[:, t] @ cell.weight_ih_l0.T).split(6, -1)))
+        h_r, h_z, h_n = (n(g) for n, g in zip(cell.norm_h, (h @ cell.weight_hh_l0.T).split(6, -1)))
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z + 1.0)
+        n_ = torch.relu(x_n + r * h_n)
+        h = (1 - z) * n_ + z * h
+        reference.append(h)
+    torch.testing.assert_close(whole, torch.stack(reference, 1), rtol=1e-5, atol=1e-5)
+    lengths = torch.tensor([7, 4, 1])
+    mask = torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)
+    masked, h_masked = cell(x, h0, mask=mask)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(masked[i, :n], whole[i, :n])
+        assert torch.equal(masked[i, n:], masked[i, n - 1].expand_as(masked[i, n:]))
+        torch.testing.assert_close(h_masked[0, i], whole[i, n - 1])

@@ -254,3 +254,21 @@ def test_the_authors_recipe_composes_over_a_preset_and_trains_tiny(tmp_path):
                        "env.num_envs=8", "model.hidden_size=16", "model.embed_size=16", "algo.minibatches=2"])
     out = train(cfg)
     assert out["module"].algo.value_moments[2] > 0 and out["metatest"]["trial_return"] > 0
+
+
+def test_the_lucaslingle_recipe_composes_its_switches_and_trains_tiny(tmp_path):
+    from rl2_lightning.train import train
+
+    full = compose_cfg(["conf=tabular_n10", "recipe=lucaslingle"], tiny=False)
+    assert full.env.num_envs * 100 == 240_000 and (full.algo.epochs, full.algo.minibatches) == (8, 5)
+    assert full.model.memory._target_ == "rl2_lightning.models.NormReLUGRUMemory" and full.model.hidden_size == 256
+    assert full.optimizer._target_ == "torch.optim.AdamW" and full.algo.weight_decay == 0.01
+    assert (full.algo.actor_lr, full.algo.critic_lr, full.algo.entropy_coeff, full.algo.lmbda) == (2e-4, 2e-4, 0.01, 0.3)
+    assert (full.algo.normalize_advantage, full.algo.critic_loss, full.algo.value_norm, full.algo.target_kl) == (
+        False, "huber", False, None)
+    cfg = compose_cfg(["conf=tabular_n10", "recipe=lucaslingle", f"runs_dir={tmp_path}", "env.episodes_per_trial=2",
+                       "env.num_envs=10", "model.hidden_size=16", "model.embed_size=16"])
+    out = train(cfg)
+    groups = out["module"].optimizers().optimizer.param_groups
+    assert {g["weight_decay"] for g in groups} == {0.01, 0.0}  # matrices decay, biases and norm gains do not
+    assert out["metatest"]["trial_return"] > 0

@@ -73,15 +73,40 @@ class NormReLUGRU(GRU):
         self.norm_h = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(3))
         self.keep_bias = float(keep_bias)
 
-    def _gru_cell(self, x, hx, weight_ih, bias_ih, weight_hh, bias_hh, hidden_size=None):  # noqa: D102
-        gx = F.linear(x.reshape(-1, x.size(-1)), weight_ih).split(self.hidden_size, 1)
-        gh = F.linear(hx, weight_hh).split(self.hidden_size, 1)
-        x_r, x_z, x_n = (norm(g) for norm, g in zip(self.norm_x, gx))
-        h_r, h_z, h_n = (norm(g) for norm, g in zip(self.norm_h, gh))
-        reset = torch.sigmoid(x_r + h_r)
-        keep = torch.sigmoid(x_z + h_z + self.keep_bias)
-        candidate = torch.relu(x_n + reset * h_n)
-        return candidate + keep * (hx - candidate)
+    @staticmethod
+    def _affine3(norms: nn.ModuleList) -> tuple[torch.Tensor, torch.Tensor]:
+        """The three LayerNorms' weights and biases, stacked ``[3, H]``."""
+        return torch.stack([n.weight for n in norms]), torch.stack([n.bias for n in norms])
+
+    def _norm3(self, gates: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor], eps: float) -> torch.Tensor:
+        """Three LayerNorms on the three ``hidden_size`` blocks of ``gates`` (``[..., 3H]``) as one
+        normalisation and one affine map (``affine``: :meth:`_affine3`), instead of three of each."""
+        size = self.hidden_size
+        weight, bias = affine
+        return torch.addcmul(bias, F.layer_norm(gates.unflatten(-1, (3, size)), (size,), eps=eps), weight).flatten(-2)
+
+    def _gru(self, x, hx, mask=None):
+        """TorchRL's time loop (``batch_first``; ``mask`` freezes the state of trials that have ended), with
+        the input's paths taken out of it: one GEMM and one normalisation over every step at once, so that a
+        step runs only the state's paths. Same arithmetic as stepping the cell one input at a time."""
+        size = self.hidden_size
+        # unbind (not x[:, t]): its backward writes every step's gradient once, a slice's a full-size zero tensor
+        eps = self.norm_x[0].eps
+        steps = self._norm3(F.linear(x, self.weight_ih_l0), self._affine3(self.norm_x), eps).unbind(1)
+        affine_h = self._affine3(self.norm_h)
+        masks = mask.unsqueeze(-1).unbind(1) if mask is not None else [None] * len(steps)
+        h = hx[0]
+        outputs = []
+        for gx, m in zip(steps, masks):
+            x_r, x_z, x_n = gx.split(size, -1)
+            h_r, h_z, h_n = self._norm3(F.linear(h, self.weight_hh_l0), affine_h, eps).split(size, -1)
+            reset = torch.sigmoid(x_r + h_r)
+            keep = torch.sigmoid(x_z + h_z + self.keep_bias)
+            candidate = torch.relu(x_n + reset * h_n)
+            new = candidate + keep * (h - candidate)
+            h = new if m is None else torch.where(m, new, h)
+            outputs.append(h)
+        return torch.stack(outputs, 1), h.unsqueeze(0)
 
 
 class NormReLUGRUMemory(GRUModule):
