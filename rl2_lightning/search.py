@@ -29,6 +29,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from rl2_lightning.envs.tasks import derive_seed
 from rl2_lightning.errors import require_extra
 from rl2_lightning.resources import conf_dir
 
@@ -141,11 +142,18 @@ def open_study(name: str, spec: DictConfig, storage_url: str, pruner=None):
             reduction_factor=int(budget.get("reduction_factor", 3)),
         )
     sampler_cfg = spec.get("sampler") or {}
-    sampler = optuna.samplers.TPESampler(seed=sampler_cfg.get("seed"), n_startup_trials=sampler_cfg.get("n_startup_trials", 10))
     beat = {**HEARTBEAT_DEFAULTS, **(spec.get("heartbeat") or {})}
     storage = storage_for(storage_url, beat["interval"], beat["grace_period"], beat["max_retry"])
-    return optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                               sampler=sampler, pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
+                                load_if_exists=True)
+    # The sampler's seed is the config's and the number of trials the study already holds: a process that
+    # continues the study draws new parameters (with the config's seed alone, each new process replayed the
+    # first process's random start-up draws: trials 4 and 5 of the committed study repeat trials 0 and 1).
+    seed = sampler_cfg.get("seed")
+    if seed is not None:
+        seed = derive_seed(int(seed), "sampler", len(study.get_trials(deepcopy=False)))
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=sampler_cfg.get("n_startup_trials", 10))
+    return study
 
 
 def objective(trial, spec: DictConfig, runs_dir: Path, config_dir: str | Path | None = None) -> float:
