@@ -89,7 +89,9 @@ class ReportMetaTests(L.Callback):
 
     def __init__(self, trial):
         self.trial, self.pruned, self._reported = trial, False, None
-        self._step = max(frozen(trial).intermediate_values, default=0)  # a retried trial inherits its curve so far
+        stored = frozen(trial)  # a retried trial inherits its curve so far
+        self._step = max(stored.intermediate_values, default=0)
+        self._curve = list(stored.user_attrs.get("curve", []))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
         from rl2_lightning.callbacks import MetaTestCallback
@@ -104,9 +106,8 @@ class ReportMetaTests(L.Callback):
         self.trial.report(float(metatest.last["trial_return"]), step)
         self.trial.set_user_attr("frames", int(pl_module.frames))
         # frames and training seconds (meta-tests left out) at each step: the curve `--show` writes as CSV
-        points = [*frozen(self.trial).user_attrs.get("curve", []),
-                  [step, int(pl_module.frames), round(float(metatest.state_dict()["last_test_train_s"]), 1)]]
-        self.trial.set_user_attr("curve", points)
+        self._curve.append([step, int(pl_module.frames), round(float(metatest.state_dict()["last_test_train_s"]), 1)])
+        self.trial.set_user_attr("curve", self._curve)
         if self.trial.should_prune():
             self.pruned = True
             trainer.should_stop = True
