@@ -58,7 +58,8 @@ class NormReLUGRU(GRU):
     ReLU candidate): LayerNorm on the input's and the state's gate pre-activations, a ReLU candidate
     instead of tanh, and a bias on the update gate so that the cell starts out keeping its state.
 
-    TorchRL's python-based :class:`~torchrl.modules.GRU` (``batch_first``) with its cell replaced:
+    TorchRL's python-based :class:`~torchrl.modules.GRU` (one layer, ``batch_first``) with its time loop
+    replaced (:meth:`_gru`):
 
         r = σ(LN_x(W_ir x)_r + LN_h(W_hr h)_r),  z = σ(LN_x(W_iz x)_z + LN_h(W_hz h)_z + keep_bias)
         n = relu(LN_x(W_in x)_n + r ⊙ LN_h(W_hn h)_n),  h' = (1 − z) ⊙ n + z ⊙ h
