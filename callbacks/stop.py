@@ -77,7 +77,7 @@ class GracefulStop(Callback):
             trainer.should_stop = True
             return
         path = self.dirpath / "last.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state; explicit, or Lightning logs its default
         say(f"{self.stopping}: stopped after iteration {batch} of epoch {trainer.current_epoch}; saved {path}; "
             "resume with ckpt_path=latest")
         raise TrainingStopped(self.code)
