@@ -75,35 +75,24 @@ class NormReLUGRU(GRU):
         self.keep_bias = float(keep_bias)
 
     @staticmethod
-    def _affine3(norms: nn.ModuleList) -> tuple[torch.Tensor, torch.Tensor]:
-        """The three LayerNorms' weights and biases, stacked ``[3, H]``."""
-        return torch.stack([n.weight for n in norms]), torch.stack([n.bias for n in norms])
-
-    def _norm3(self, gates: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor], eps: float) -> torch.Tensor:
-        """Three LayerNorms on the three ``hidden_size`` blocks of ``gates`` (``[..., 3H]``) as one
-        normalisation and one affine map (``affine``: :meth:`_affine3`), instead of three of each."""
-        size = self.hidden_size
-        weight, bias = affine
-        return torch.addcmul(bias, F.layer_norm(gates.unflatten(-1, (3, size)), (size,), eps=eps), weight).flatten(-2)
+    def _norm3(gates: torch.Tensor, norms: nn.ModuleList) -> list[torch.Tensor]:
+        """Each of the three ``hidden_size`` blocks of ``gates`` (``[..., 3H]``) through its own LayerNorm."""
+        return [norm(g) for norm, g in zip(norms, gates.chunk(3, -1))]
 
     def _gru(self, x, hx, mask=None):
         """TorchRL's time loop (``batch_first``; ``mask`` freezes the state of trials that have ended), with
-        the input's paths taken out of it: one GEMM and one normalisation over every step at once, so that a
-        step runs only the state's paths. Same arithmetic as stepping the cell one input at a time."""
-        size = self.hidden_size
+        the input's paths taken out of it: one GEMM and the input's LayerNorms over every step at once, so that
+        a step runs only the state's paths. Same arithmetic as stepping the cell one input at a time."""
         # unbind (not x[:, t]): its backward writes every step's gradient once, a slice's a full-size zero tensor
-        eps = self.norm_x[0].eps
-        steps = self._norm3(F.linear(x, self.weight_ih_l0), self._affine3(self.norm_x), eps).unbind(1)
-        affine_h = self._affine3(self.norm_h)
-        masks = mask.unsqueeze(-1).unbind(1) if mask is not None else [None] * len(steps)
+        x_r, x_z, x_n = (g.unbind(1) for g in self._norm3(F.linear(x, self.weight_ih_l0), self.norm_x))
+        masks = mask.unsqueeze(-1).unbind(1) if mask is not None else [None] * len(x_r)
         h = hx[0]
         outputs = []
-        for gx, m in zip(steps, masks):
-            x_r, x_z, x_n = gx.split(size, -1)
-            h_r, h_z, h_n = self._norm3(F.linear(h, self.weight_hh_l0), affine_h, eps).split(size, -1)
-            reset = torch.sigmoid(x_r + h_r)
-            keep = torch.sigmoid(x_z + h_z + self.keep_bias)
-            candidate = torch.relu(x_n + reset * h_n)
+        for t, m in enumerate(masks):
+            h_r, h_z, h_n = self._norm3(F.linear(h, self.weight_hh_l0), self.norm_h)
+            reset = torch.sigmoid(x_r[t] + h_r)
+            keep = torch.sigmoid(x_z[t] + h_z + self.keep_bias)
+            candidate = torch.relu(x_n[t] + reset * h_n)
             new = candidate + keep * (h - candidate)
             h = new if m is None else torch.where(m, new, h)
             outputs.append(h)
