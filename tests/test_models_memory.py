@@ -245,7 +245,7 @@ def test_the_norm_relu_cell_over_a_sequence_equals_stepping_it_and_a_mask_freeze
 
     torch.manual_seed(3)
     cell = NormReLUGRU(5, 6, keep_bias=1.0)
-    with torch.no_grad():  # LayerNorm affines away from their (1, 0) start, so that the stacking is tested
+    with torch.no_grad():  # LayerNorm affines away from their (1, 0) start: each block must meet its own
         for norm in [*cell.norm_x, *cell.norm_h]:
             norm.weight.uniform_(0.5, 1.5)
             norm.bias.uniform_(-0.5, 0.5)
