@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from train_throughput import synced_now  # noqa: E402
 
 
 def best_seconds(fn, device: torch.device, repeats: int) -> float:
@@ -27,13 +28,9 @@ def best_seconds(fn, device: torch.device, repeats: int) -> float:
     fn()
     best = float("inf")
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+        t0 = synced_now(device)
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, synced_now(device) - t0)
     return best
 
 
