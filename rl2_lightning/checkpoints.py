@@ -330,7 +330,8 @@ def warm_start_weights(source: str, cfg: DictConfig) -> tuple[dict[str, torch.Te
     """The actor's and critic's weights and the frames trained of ``init_from=source``: a Lightning
     checkpoint file, or ``pretrained:<preset>`` for a shipped policy (checksum-verified). The source's
     model must be this config's (sizes, memory, init); the env may differ (trial length, task draw), but
-    not in anything that changes a weight's shape, which :func:`apply_warm_start` refuses in one line."""
+    not in anything that changes a weight's shape, which :func:`apply_warm_start` refuses in one line.
+    Only the networks of ``cfg.init_parts`` (default: both) are returned."""
     what = f"init_from={source!r}"
     if source.startswith("pretrained:"):
         record = read_record(source.split(":", 1)[1])
@@ -341,11 +342,14 @@ def warm_start_weights(source: str, cfg: DictConfig) -> tuple[dict[str, torch.Te
         state = {k: v for k, v in full.items() if k.startswith(("actor.", "critic."))}
         frames = int(full.get("frames", torch.zeros(())))
     check_trained_on(hparams, cfg, ("model",), what)
-    return state, frames
+    parts = tuple(f"{p}." for p in cfg.get("init_parts") or ("actor", "critic"))
+    return {k: v for k, v in state.items() if k.startswith(parts)}, frames
 
 
 def apply_warm_start(module, state: dict[str, torch.Tensor], frames: int, source: str) -> None:
-    """Load warm-start weights into a freshly built module (one-line error on any shape mismatch)."""
+    """Load warm-start weights into a freshly built module (one-line error on any shape mismatch). Each
+    network that ``state`` has weights of must be complete there; a network it has none of (``init_parts``)
+    keeps its fresh initialisation."""
     own = module.state_dict()
     for key, value in state.items():
         if key not in own or own[key].shape != value.shape:
@@ -354,7 +358,8 @@ def apply_warm_start(module, state: dict[str, torch.Tensor], frames: int, source
                 f"init_from={source!r}: its weight {key} {tuple(value.shape)} does not fit this config's agent ({have}); "
                 "warm starts need the same observation and action sizes"
             )
-    missing = [k for k in own if k.startswith(("actor.", "critic.")) and k not in state]
+    loaded = {k.split(".", 1)[0] for k in state}
+    missing = [k for k in own if k.split(".", 1)[0] in loaded and k not in state]
     if missing:
         raise ValueError(f"init_from={source!r} has no weight {missing[0]} for this config's agent")
     module.load_state_dict(state, strict=False)

@@ -21,6 +21,8 @@ from rl2_lightning.resources import conf_dir
 
 CONF_DIR = conf_dir()
 PRESETS_DIR = CONF_DIR / "conf"
+#: the agent's networks, by their state-dict prefixes
+NETWORKS = ("actor", "critic")
 
 
 @dataclass
@@ -43,6 +45,9 @@ class TrainConfig:
     #: warm start: the networks' weights (and frames) of a training checkpoint file, or of a shipped
     #: policy (``pretrained:<preset>``), with a fresh optimizer and this run's own settings
     init_from: Optional[str] = None
+    #: the networks ``init_from`` loads: ``[actor, critic]``, or ``[actor]`` to keep the critic freshly
+    #: initialised (when the critic's loss or value normalisation changes, its old weights are a bad start)
+    init_parts: list[str] = field(default_factory=lambda: ["actor", "critic"])
     #: read checkpoints that hold more than tensors and plain data, or name foreign ``_target_``s: only
     #: for a file you trust (it can run code)
     trust_checkpoint: bool = False
@@ -75,6 +80,10 @@ def validate(cfg: DictConfig) -> None:
                              "preset of that family (conf=<name>, e.g. one in your --config-dir) or drop the "
                              "preset with ~conf") from None
         raise
+    parts = list(cfg.get("init_parts") or [])
+    if not parts or any(p not in NETWORKS for p in parts) or len(set(parts)) < len(parts):
+        raise ValueError(f"init_parts={parts} is not allowed; it must name each of {list(NETWORKS)} at most once, "
+                         "at least one of them")
     if cfg.threads is not None and cfg.threads < 1:
         raise ValueError(f"threads={cfg.threads} is not allowed; it must be >= 1 (or null)")
     for name, node in (cfg.callbacks or {}).items():

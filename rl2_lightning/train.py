@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rl2_lightning.callbacks import MetaTestCallback, TrainingStopped, run_progress_bar
-from rl2_lightning.config import check_hydra_run, container, validate
+from rl2_lightning.config import NETWORKS, check_hydra_run, container, validate
 from rl2_lightning.datamodule import TrialDataModule
 from rl2_lightning.ddp import strategy_for
 from rl2_lightning.module import RL2Module
@@ -159,7 +159,9 @@ def _fit(cfg: DictConfig, ckpt_path: Path | None, run_dir: Path, warm, extra_cal
     )
     if warm is not None:
         apply_warm_start(module, *warm, cfg.init_from)
-        say(f"warm start from {cfg.init_from}: its weights, {warm[1]:,} frames already trained")
+        fresh = sorted(set(NETWORKS) - {k.split(".", 1)[0] for k in warm[0]})
+        fresh = f" (the {' and '.join(fresh)} freshly initialised)" if fresh else ""
+        say(f"warm start from {cfg.init_from}: its weights{fresh}, {warm[1]:,} frames already trained")
     elif cfg.init_from:
         say(f"init_from={cfg.init_from} not applied: resuming {ckpt_path} (its weights include the warm start)")
     callbacks = [instantiate(node)(run_dir=str(run_dir)) for node in (cfg.callbacks or {}).values() if node is not None]

@@ -144,6 +144,39 @@ def test_init_from_refuses_another_model_another_action_space_and_a_missing_file
         train(compose_cfg([*base, "init_from=pretrained:nothing_shipped"]))
 
 
+def test_init_parts_actor_warm_starts_the_actor_and_leaves_the_critic_as_a_fresh_run_builds_it(tmp_path):
+    """``init_parts=[actor]``: the actor is the source's, the critic is exactly what a run without a warm
+    start builds (same seed), and the frames still carry over; a wrong list is refused in one line."""
+    base = [f"runs_dir={tmp_path}", "callbacks.metatest=null", "trainer.max_epochs=1"]
+    source = train(compose_cfg([*base, "experiment=source", "seed=3"]))
+    ckpt = Path(source["run_dir"]) / "checkpoints" / "last.ckpt"
+    seen = {}
+
+    class FirstBatch(L.Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_train_start(self, trainer, pl_module):
+            seen[self.name] = (int(pl_module.frames), params(pl_module))
+
+    train(compose_cfg([*base, "experiment=fresh"]), extra_callbacks=[FirstBatch("fresh")])
+    train(compose_cfg([*base, "experiment=warm", f"init_from={ckpt}", "init_parts=[actor]"]),
+          extra_callbacks=[FirstBatch("warm")])
+    want, (frames, got), (_, fresh) = params(source["module"]), seen["warm"], seen["fresh"]
+    assert frames == int(source["module"].frames) > 0
+    actor = [k for k in got if k.startswith("actor.")]
+    critic = [k for k in got if k.startswith("critic.")]
+    assert actor and critic
+    for key in actor:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+    for key in critic:
+        torch.testing.assert_close(got[key], fresh[key], rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(got[k], want[k]) for k in critic)  # the source's critic was trained: not loaded
+    for bad in ("[]", "[policy]", "[actor,actor]"):
+        with pytest.raises(ValueError, match=r"init_parts=.* is not allowed"):
+            train(compose_cfg([*base, f"init_from={ckpt}", f"init_parts={bad}"]))
+
+
 PRE_REDESIGN = ROOT / "tests" / "data" / "pre_redesign_bandit_k5_n10.ckpt"
 
 
