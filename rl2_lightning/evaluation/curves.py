@@ -135,6 +135,17 @@ def parse_reference(text: str) -> tuple[str, list[float]]:
         raise SystemExit(f"error: --reference {text!r} is not NAME=v1,v2,...") from None
 
 
+def parse_named_paths(items: list[str], what: str) -> dict[str, Path]:
+    """``--compare``'s ``NAME=PATH`` items -> ``{name: path}`` (one-line error on an item without ``=``)."""
+    runs = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --compare {item!r} is not NAME={what}")
+        runs[name] = Path(path)
+    return runs
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", type=Path, nargs="?")
@@ -158,12 +169,7 @@ def main(argv=None) -> None:
 
 def compare(args) -> None:
     """``--compare``: the figure, and per run its last level, tail slope and frames to each reference."""
-    runs = {}
-    for item in args.compare:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --compare {item!r} is not NAME=CSV")
-        runs[name] = Path(path)
+    runs = parse_named_paths(args.compare, "CSV")
     references = dict(parse_reference(r) for r in args.reference)
     curves = {name: read_trial_curve(path) for name, path in runs.items()}
     for name, (frames, minutes, values) in curves.items():
