@@ -39,6 +39,9 @@ def test_compare_draws_csv_and_tensorboard_runs_and_refuses_unknown_scalars_in_o
               "train/trial_return": [(10, 100.0), (20, 101.0)]})
     csv = tmp_path / "stats.csv"
     main(["--export", str(tb), "--out", str(csv), "--tags", "train/explained_variance", "train/entropy"])
+    everything = tmp_path / "all.csv"  # by default: the usual statistics this run has (no gradient norms here)
+    main(["--export", str(tb), "--out", str(everything)])
+    assert everything.read_text().splitlines()[0] == "frames,train/trial_return,train/explained_variance,train/entropy"
     png = tmp_path / "fig.png"
     main(["--compare", f"csv={csv}", f"tb={tb}", "--tags", "train/explained_variance", "train/entropy", "--out", str(png)])
     assert png.stat().st_size > 1000

@@ -22,7 +22,8 @@ from rl2_lightning.evaluation.report import _pyplot
 #: what ``--export`` keeps by default: how the critic fits, how the policy moves, and what it scores
 DEFAULT_TAGS = (
     "train/trial_return", "train/explained_variance", "train/entropy", "train/approx_kl",
-    "train/clip_fraction", "train/grad_norm", "loss/critic", "time/fps",
+    "train/clip_fraction", "train/grad_norm", "train/grad_norm_actor", "train/grad_norm_critic", "loss/critic",
+    "time/fps",
 )
 
 
@@ -58,9 +59,11 @@ def read_scalars(path: Path | list[Path]) -> dict[str, dict[int, float]]:
     return merged
 
 
-def export(folders: list[Path], out: Path, tags: tuple[str, ...] = DEFAULT_TAGS) -> int:
-    """Write ``tags`` of the TensorBoard ``folders`` (one run's stages) to ``out``; returns the rows written."""
+def export(folders: list[Path], out: Path, tags: tuple[str, ...] | None = None) -> int:
+    """Write ``tags`` of the TensorBoard ``folders`` (one run's stages) to ``out``; returns the rows written.
+    By default: those of :data:`DEFAULT_TAGS` the run logged (the gradient norms depend on ``algo.grad_clip``)."""
     scalars = read_scalars(list(folders))
+    tags = tags or tuple(t for t in DEFAULT_TAGS if t in scalars)
     missing = [t for t in tags if t not in scalars]
     if missing:
         raise SystemExit(f"error: no scalar {missing[0]} in {', '.join(map(str, folders))}; it has {', '.join(sorted(scalars))}")
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
     if args.export:
-        rows = export(args.export, args.out, tuple(args.tags or DEFAULT_TAGS))
+        rows = export(args.export, args.out, tuple(args.tags or ()))
         print(f"wrote {args.out} ({rows} iterations)")
         return
     runs = {name: read_scalars(path) for name, path in parse_named_paths(args.compare, "PATH").items()}
