@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -326,30 +327,47 @@ def _flat(node: dict, prefix: str = "") -> dict:
     return out
 
 
+#: the running moments of the value targets that a value-normalised critic's outputs are in units of
+VALUE_MOMENTS = "algo.value_moments"
+
+
 def warm_start_weights(source: str, cfg: DictConfig) -> tuple[dict[str, torch.Tensor], int]:
     """The actor's and critic's weights and the frames trained of ``init_from=source``: a Lightning
     checkpoint file, or ``pretrained:<preset>`` for a shipped policy (checksum-verified). The source's
     model must be this config's (sizes, memory, init); the env may differ (trial length, task draw), but
     not in anything that changes a weight's shape, which :func:`apply_warm_start` refuses in one line.
-    Only the networks of ``cfg.init_parts`` (default: both) are returned."""
+    Only the networks of ``cfg.init_parts`` (default: both) are returned; a value-normalised critic with the
+    statistics its outputs are in units of (``algo.value_moments``, which a shipped policy does not keep)."""
     what = f"init_from={source!r}"
     if source.startswith("pretrained:"):
         record = read_record(source.split(":", 1)[1])
         hparams, state, frames = record["hyper_parameters"], record["state_dict"], int(record["frames"])
+        full = state  # a shipped record holds the networks only
     else:
         ckpt = read_checkpoint(Path(source), arg="init_from", trust=bool(cfg.get("trust_checkpoint", False)))
         hparams, full = ckpt["hyper_parameters"], ckpt["state_dict"]
         state = {k: v for k, v in full.items() if k.startswith(("actor.", "critic."))}
         frames = int(full.get("frames", torch.zeros(())))
     check_trained_on(hparams, cfg, ("model",), what)
-    parts = tuple(f"{p}." for p in cfg.get("init_parts") or ("actor", "critic"))
-    return {k: v for k, v in state.items() if k.startswith(parts)}, frames
+    parts = tuple(cfg.get("init_parts") or ("actor", "critic"))
+    state = {k: v for k, v in state.items() if k.startswith(tuple(f"{p}." for p in parts))}
+    if "critic" in parts and (hparams.get("algo") or {}).get("value_norm"):
+        # A value-normalised critic outputs returns in the units of its run's statistics: without them its
+        # values would be read in a fresh run's (the first batch's), and its targets built from those.
+        moments = full.get(VALUE_MOMENTS)
+        if moments is None:
+            warnings.warn(f"{what}: the critic predicts normalised returns and the source holds no normalisation "
+                          "statistics (a shipped policy keeps the networks only); it starts uncalibrated. "
+                          "init_parts=[actor] starts a fresh critic instead", stacklevel=2)
+        else:
+            state[VALUE_MOMENTS] = moments
+    return state, frames
 
 
 def apply_warm_start(module, state: dict[str, torch.Tensor], frames: int, source: str) -> None:
     """Load warm-start weights into a freshly built module (one-line error on any shape mismatch). Each
     network that ``state`` has weights of must be complete there; a network it has none of (``init_parts``)
-    keeps its fresh initialisation."""
+    keeps its fresh initialisation. A value-normalised critic comes with its statistics (``algo.value_moments``)."""
     own = module.state_dict()
     for key, value in state.items():
         if key not in own or own[key].shape != value.shape:
@@ -358,7 +376,7 @@ def apply_warm_start(module, state: dict[str, torch.Tensor], frames: int, source
                 f"init_from={source!r}: its weight {key} {tuple(value.shape)} does not fit this config's agent ({have}); "
                 "warm starts need the same observation and action sizes"
             )
-    loaded = {k.split(".", 1)[0] for k in state}
+    loaded = {k.split(".", 1)[0] for k in state if k != VALUE_MOMENTS}
     missing = [k for k in own if k.split(".", 1)[0] in loaded and k not in state]
     if missing:
         raise ValueError(f"init_from={source!r} has no weight {missing[0]} for this config's agent")

@@ -177,6 +177,36 @@ def test_init_parts_actor_warm_starts_the_actor_and_leaves_the_critic_as_a_fresh
             train(compose_cfg([*base, f"init_from={ckpt}", f"init_parts={bad}"]))
 
 
+def test_a_warm_started_value_normalised_critic_keeps_the_statistics_its_outputs_are_in_units_of(tmp_path):
+    """The critic's outputs are normalised returns: ``init_from`` brings the source's running moments with
+    it (without them a fresh run reads those outputs in its first batch's units); ``init_parts=[actor]``
+    starts both afresh; a shipped value-normalised policy, which keeps no statistics, warns."""
+    from rl2_lightning.checkpoints import warm_start_weights
+
+    base = [f"runs_dir={tmp_path}", "callbacks.metatest=null", "trainer.max_epochs=1", "algo.value_norm=true"]
+    source = train(compose_cfg([*base, "experiment=source"]))
+    moments = source["module"].algo.value_moments.clone()
+    assert moments[2] > 0  # it has seen value targets
+    ckpt = Path(source["run_dir"]) / "checkpoints" / "last.ckpt"
+    seen = {}
+
+    class FirstBatch(L.Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_train_start(self, trainer, pl_module):
+            seen[self.name] = pl_module.algo.value_moments.clone()
+
+    train(compose_cfg([*base, "experiment=warm", f"init_from={ckpt}"]), extra_callbacks=[FirstBatch("both")])
+    torch.testing.assert_close(seen["both"], moments, rtol=0, atol=0)
+    train(compose_cfg([*base, "experiment=actor", f"init_from={ckpt}", "init_parts=[actor]"]),
+          extra_callbacks=[FirstBatch("actor")])
+    torch.testing.assert_close(seen["actor"], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), rtol=0, atol=0)
+    with pytest.warns(UserWarning, match="holds no normalisation statistics"):
+        state, _ = warm_start_weights("pretrained:tabular_n10", compose_cfg(["conf=tabular_n10", "recipe=authors"], tiny=False))
+    assert "algo.value_moments" not in state and any(k.startswith("critic.") for k in state)
+
+
 PRE_REDESIGN = ROOT / "tests" / "data" / "pre_redesign_bandit_k5_n10.ckpt"
 
 

@@ -1,0 +1,134 @@
+"""How well a trained critic predicts the return, step by step through a trial.
+
+    python -m rl2_lightning.evaluation.critic conf=tabular_n10 ckpt=<file>|latest|pretrained [key=value ...]
+        [--num-tasks 300] [--task-set tuning] [--seed 0]
+
+Plays ``--num-tasks`` tasks (default 300) of ``--task-set`` (default: tuning) with the policy sampling its actions, runs the critic over each whole trial from a zero state as
+the update does, and sets its values beside the discounted returns that actually followed, in the critic's
+own units (rewards times ``algo.reward_scale``; a value-normalised critic's outputs denormalised). Prints
+both at a few steps of the trial, and the share of the returns' variance the values explain.
+
+A critic that explains little of it (the values flat while the returns fall from tens to nothing over the
+trial) gives the policy advantages that are the one-step reward and little more: the update cannot credit
+exploration whose pay-off comes later. ``train/explained_variance`` in TensorBoard measures the same thing
+against the λ-return targets, during training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+
+def discounted_returns(reward: torch.Tensor, valid: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``G_t = r_t + gamma * G_{t+1}`` along the last axis, within a trial (steps with ``valid`` false,
+    the padding after a trial's end, count as 0 and return 0)."""
+    reward = reward * valid
+    out = torch.zeros_like(reward)
+    acc = torch.zeros_like(reward[..., 0])
+    for t in reversed(range(reward.shape[-1])):
+        acc = reward[..., t] + gamma * acc
+        out[..., t] = acc
+    return out * valid
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """``1 - Var[G - V] / Var[G]`` over all the given steps."""
+    return float(1 - (returns - values).var() / returns.var())
+
+
+@torch.no_grad()
+def critic_fit(module, env_factory, num_tasks: int, task_set: str = "tuning", seed: int = 0) -> dict[str, torch.Tensor]:
+    """Values and the discounted returns that followed, ``[num_tasks, trial_steps]``, and the ``valid`` mask."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+    from torchrl.modules import set_recurrent_mode
+
+    from rl2_lightning.algos.base import denormalize
+
+    play = module.agent.attach_to(env_factory.make(num_tasks, task_set=task_set))
+    try:
+        play.set_seed(seed)
+        torch.manual_seed(seed)
+        with set_exploration_type(ExplorationType.RANDOM):
+            td = play.rollout(play.base_env.trial_steps, module.actor, break_when_any_done=False)
+    finally:
+        play.close()
+    critic = module.agent.critic
+    with set_recurrent_mode(True):
+        values = critic(td.select(*critic.in_keys, "is_init", strict=False))["state_value"].squeeze(-1)
+    algo = module.algo
+    if algo.value_norm:
+        values = denormalize(values, algo.value_moments)
+    valid = td["valid"].squeeze(-1).to(values.dtype)
+    reward = td["next", "reward"].squeeze(-1).to(values.dtype) * algo.reward_scale
+    returns = discounted_returns(reward, valid, float(module.hparams.algo.get("gamma", 0.99)))
+    return {"values": values * valid, "returns": returns, "valid": valid.bool()}
+
+
+def report(fit: dict[str, torch.Tensor], steps: int = 7) -> str:
+    """A small table: mean value and mean return (with their spread over tasks) at ``steps`` steps of the
+    trial, and the explained variance over all steps and within each step."""
+    values, returns, valid = fit["values"], fit["returns"], fit["valid"]
+    length = values.shape[-1]
+    at = sorted({round(i * (length - 1) / (steps - 1)) for i in range(steps)})
+    lines = ["| step | value, mean (sd) | return that followed, mean (sd) |", "|---|---|---|"]
+    for t in at:
+        keep = valid[:, t]
+        v, g = values[keep, t], returns[keep, t]
+        lines.append(f"| {t} | {v.mean():.2f} ({v.std():.2f}) | {g.mean():.2f} ({g.std():.2f}) |")
+    ev = explained_variance(values[valid], returns[valid])
+    # within a step: how much of the task-to-task spread of the returns the values explain
+    mask = valid.to(values.dtype)
+    count = mask.sum(0).clamp(min=1)
+    centred_v = (values - (values * mask).sum(0) / count) * mask
+    centred_g = (returns - (returns * mask).sum(0) / count) * mask
+    within = explained_variance(centred_v[valid], centred_g[valid])
+    lines.append("")
+    lines.append(f"explained variance of the returns: {ev:.3f} over all steps, {within:.3f} within a step "
+                 "(task to task)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage="%(prog)s conf=<preset> ckpt=<file>|latest|pretrained [key=value ...]")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--config-dir", "-cd", default=None)
+    parser.add_argument("--num-tasks", type=int, default=300)
+    parser.add_argument("--task-set", default="tuning", choices=["tuning", "heldout"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from rl2_lightning.config import compose
+
+    named = dict(a.split("=", 1) for a in args.overrides if a.split("=", 1)[0] == "ckpt")
+    if "ckpt" not in named:
+        parser.error("ckpt=<file>|latest|pretrained is required")
+    cfg = compose([a for a in args.overrides if a.split("=", 1)[0] != "ckpt"], args.config_dir)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    ckpt = named["ckpt"]
+    if ckpt == "pretrained":
+        from rl2_lightning.checkpoints import check_trained_on
+        from rl2_lightning.pretrained import load
+
+        module = load(cfg.experiment)
+        check_trained_on(module.hparams, cfg, ("env",), f"ckpt=pretrained ({cfg.experiment})")
+        if module.algo.value_norm:  # a shipped record keeps the networks, not the normalisation statistics
+            raise SystemExit(f"error: the shipped {cfg.experiment} critic predicts normalised returns and its record "
+                             "holds no statistics to undo that; give its training checkpoint (ckpt=<file>)")
+    else:
+        from rl2_lightning.checkpoints import latest_checkpoint, load_module
+
+        path = latest_checkpoint(cfg.runs_dir, cfg.experiment, key="ckpt", verb="reading") if ckpt == "latest" else Path(ckpt)
+        module = load_module(path, cfg, trust=cfg.trust_checkpoint)
+    fit = critic_fit(module, instantiate(cfg.env), args.num_tasks, args.task_set, seed=args.seed)
+    print(f"{cfg.experiment}: the critic over {args.num_tasks} {args.task_set} trials", file=sys.stderr)
+    print(report(fit))
+    return fit
+
+
+if __name__ == "__main__":
+    main()
