@@ -144,6 +144,16 @@ def test_init_from_refuses_another_model_another_action_space_and_a_missing_file
         train(compose_cfg([*base, "init_from=pretrained:nothing_shipped"]))
 
 
+class AtTrainStart(L.Callback):
+    """Records ``look(module)`` under ``name`` in ``seen`` when training starts (after any warm start)."""
+
+    def __init__(self, seen: dict, name: str, look):
+        self.seen, self.name, self.look = seen, name, look
+
+    def on_train_start(self, trainer, pl_module):
+        self.seen[self.name] = self.look(pl_module)
+
+
 def test_init_parts_actor_warm_starts_the_actor_and_leaves_the_critic_as_a_fresh_run_builds_it(tmp_path):
     """``init_parts=[actor]``: the actor is the source's, the critic is exactly what a run without a warm
     start builds (same seed), and the frames still carry over; a wrong list is refused in one line."""
@@ -151,17 +161,10 @@ def test_init_parts_actor_warm_starts_the_actor_and_leaves_the_critic_as_a_fresh
     source = train(compose_cfg([*base, "experiment=source", "seed=3"]))
     ckpt = Path(source["run_dir"]) / "checkpoints" / "last.ckpt"
     seen = {}
-
-    class FirstBatch(L.Callback):
-        def __init__(self, name):
-            self.name = name
-
-        def on_train_start(self, trainer, pl_module):
-            seen[self.name] = (int(pl_module.frames), params(pl_module))
-
-    train(compose_cfg([*base, "experiment=fresh"]), extra_callbacks=[FirstBatch("fresh")])
+    look = lambda m: (int(m.frames), params(m))  # noqa: E731
+    train(compose_cfg([*base, "experiment=fresh"]), extra_callbacks=[AtTrainStart(seen, "fresh", look)])
     train(compose_cfg([*base, "experiment=warm", f"init_from={ckpt}", "init_parts=[actor]"]),
-          extra_callbacks=[FirstBatch("warm")])
+          extra_callbacks=[AtTrainStart(seen, "warm", look)])
     want, (frames, got), (_, fresh) = params(source["module"]), seen["warm"], seen["fresh"]
     assert frames == int(source["module"].frames) > 0
     actor = [k for k in got if k.startswith("actor.")]
@@ -189,18 +192,11 @@ def test_a_warm_started_value_normalised_critic_keeps_the_statistics_its_outputs
     assert moments[2] > 0  # it has seen value targets
     ckpt = Path(source["run_dir"]) / "checkpoints" / "last.ckpt"
     seen = {}
-
-    class FirstBatch(L.Callback):
-        def __init__(self, name):
-            self.name = name
-
-        def on_train_start(self, trainer, pl_module):
-            seen[self.name] = pl_module.algo.value_moments.clone()
-
-    train(compose_cfg([*base, "experiment=warm", f"init_from={ckpt}"]), extra_callbacks=[FirstBatch("both")])
+    look = lambda m: m.algo.value_moments.clone()  # noqa: E731
+    train(compose_cfg([*base, "experiment=warm", f"init_from={ckpt}"]), extra_callbacks=[AtTrainStart(seen, "both", look)])
     torch.testing.assert_close(seen["both"], moments, rtol=0, atol=0)
     train(compose_cfg([*base, "experiment=actor", f"init_from={ckpt}", "init_parts=[actor]"]),
-          extra_callbacks=[FirstBatch("actor")])
+          extra_callbacks=[AtTrainStart(seen, "actor", look)])
     torch.testing.assert_close(seen["actor"], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), rtol=0, atol=0)
     with pytest.warns(UserWarning, match="holds no normalisation statistics"):
         state, _ = warm_start_weights("pretrained:tabular_n10", compose_cfg(["conf=tabular_n10", "recipe=authors"], tiny=False))
