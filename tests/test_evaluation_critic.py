@@ -27,7 +27,7 @@ def test_the_command_reports_a_trained_value_normalised_critic_in_return_units(t
                              "algo.value_norm=true", "experiment=critic"]))
     ckpt = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
     fit = main(["conf=bandit_k5_n10", "model.hidden_size=16", "model.embed_size=16", f"ckpt={ckpt}",
-                "--num-tasks", "20"])
+                "--num-tasks", "20", "--out", str(tmp_path / "critic.png")])
     values, returns, valid = fit["values"], fit["returns"], fit["valid"]
     assert values.shape == returns.shape == (20, 10) and bool(valid.all())
     # denormalised: two tiny iterations leave the critic's output near 0 in normalised units, so its values sit
@@ -36,5 +36,6 @@ def test_the_command_reports_a_trained_value_normalised_critic_in_return_units(t
     assert mean > sd and abs(values.mean().item() - mean) < 0.25 * sd
     text = capsys.readouterr().out
     assert "| 0 |" in text and "| 9 |" in text and "explained variance of the returns" in text
+    assert (tmp_path / "critic.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="shipped tabular_n10 critic predicts normalised returns"):
         main(["conf=tabular_n10", "recipe=authors", "ckpt=pretrained"])

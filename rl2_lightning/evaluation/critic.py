@@ -1,12 +1,13 @@
 """How well a trained critic predicts the return, step by step through a trial.
 
     python -m rl2_lightning.evaluation.critic conf=tabular_n10 ckpt=<file>|latest|pretrained [key=value ...]
-        [--num-tasks 300] [--task-set tuning] [--seed 0]
+        [--num-tasks 300] [--task-set tuning] [--seed 0] [--out critic.png] [--title TEXT]
 
 Plays ``--num-tasks`` tasks (default 300) of ``--task-set`` (default: tuning) with the policy sampling its actions, runs the critic over each whole trial from a zero state as
 the update does, and sets its values beside the discounted returns that actually followed, in the critic's
 own units (rewards times ``algo.reward_scale``; a value-normalised critic's outputs denormalised). Prints
-both at a few steps of the trial, and the share of the returns' variance the values explain.
+both at a few steps of the trial, and the share of the returns' variance the values explain; ``--out`` draws
+the mean value and the mean return (with the spread over tasks) at every step.
 
 A critic that explains little of it (the values flat while the returns fall from tens to nothing over the
 trial) gives the policy advantages that are the one-step reward and little more: the update cannot credit
@@ -93,6 +94,31 @@ def report(fit: dict[str, torch.Tensor], steps: int = 7) -> str:
     return "\n".join(lines)
 
 
+def fit_figure(fit: dict[str, torch.Tensor], title: str = ""):
+    """Mean value and mean return that followed at each step of the trial, each with its spread over tasks
+    (one standard deviation)."""
+    from rl2_lightning.evaluation.report import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    mask = fit["valid"].to(fit["values"].dtype)
+    count = mask.sum(0).clamp(min=1)
+    steps = range(mask.shape[-1])
+    for key, label in (("returns", "return that followed"), ("values", "critic's value")):
+        x = fit[key] * mask
+        mean = x.sum(0) / count
+        sd = (((x - mean) * mask) ** 2).sum(0).div(count).sqrt()
+        line, = ax.plot(steps, mean, label=label)
+        ax.fill_between(steps, mean - sd, mean + sd, alpha=0.2, color=line.get_color())
+    ax.set_xlabel("step of the trial")
+    ax.set_ylabel("discounted return (critic's units)")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage="%(prog)s conf=<preset> ckpt=<file>|latest|pretrained [key=value ...]")
     parser.add_argument("overrides", nargs="*")
@@ -100,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     parser.add_argument("--num-tasks", type=int, default=300)
     parser.add_argument("--task-set", default="tuning", choices=["tuning", "heldout"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="a figure of values and returns at every step")
+    parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
     from rl2_lightning.config import compose
 
@@ -127,6 +155,10 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     fit = critic_fit(module, instantiate(cfg.env), args.num_tasks, args.task_set, seed=args.seed)
     print(f"{cfg.experiment}: the critic over {args.num_tasks} {args.task_set} trials", file=sys.stderr)
     print(report(fit))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        fit_figure(fit, args.title).savefig(args.out, dpi=100)
+        print(f"wrote {args.out}")
     return fit
 
 
