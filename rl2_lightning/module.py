@@ -86,10 +86,12 @@ class RL2Module(LightningModule):
         )
         valid = data["valid"]
         ev = explained_variance(data["state_value"][valid], data["value_target"][valid])
+        ev_returns = explained_variance(data["state_value"][valid], self.algo.monte_carlo_targets(data)[valid])
         local = {
             "train/trial_return": trial_return,
             **{f"train/return_ep{k}": v for k, v in enumerate(per_episode)},
-            "train/explained_variance": ev.nan_to_num(0.0),
+            "train/explained_variance": ev.nan_to_num(0.0),  # of the λ-return targets (lean on the critic)
+            "train/explained_variance_returns": ev_returns.nan_to_num(0.0),  # of the returns that followed
             **update_stats,
             "frames": valid.sum().to(per_episode.dtype),
         }

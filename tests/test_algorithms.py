@@ -142,6 +142,29 @@ def test_reward_scale_scales_the_advantages_and_value_targets_and_leaves_the_rew
     assert not torch.equal(data["advantage"], again["advantage"])
 
 
+def test_monte_carlo_targets_are_the_discounted_returns_in_the_critics_units():
+    """The returns that followed each step, summed by hand over one trial of the batch: times
+    ``reward_scale``, and normalised by the running moments when ``value_norm`` (as the critic's outputs)."""
+    from rl2_lightning.algos.base import normalize
+
+    torch.manual_seed(0)
+    cfg = compose_cfg(["conf=tabular_n10", "env.num_envs=4", "algo.reward_scale=0.05"])
+    module = module_of(cfg)
+    data = _collected_batch(module, cfg)
+    reward = data["next", "reward"][1, :, 0].tolist()
+    by_hand = [sum(0.05 * r * 0.99**k for k, r in enumerate(reward[t:])) for t in range(len(reward))]
+    got = module.algo.monte_carlo_targets(data)
+    assert got.shape == data["state_value"].shape
+    torch.testing.assert_close(got[1, :, 0], torch.tensor(by_hand, dtype=got.dtype), rtol=1e-5, atol=1e-6)
+
+    normed = module_of(compose_cfg(["conf=tabular_n10", "env.num_envs=4", "algo.value_norm=true"]))
+    again = data.exclude("advantage", "value_target", "state_value", ("next", "state_value"))
+    normed.algo.compute_advantages(again)
+    assert normed.algo.value_moments[2] > 0
+    torch.testing.assert_close(normed.algo.monte_carlo_targets(again),
+                               normalize(got / 0.05, normed.algo.value_moments), rtol=1e-5, atol=1e-5)
+
+
 def test_ppo_trains_without_an_entropy_bonus(tmp_path):
     """``algo.entropy_coeff=0`` (no schedule): TorchRL then keeps no bonus and stores the coefficient as
     an integer tensor; the update's statistics must still average (this crashed in the first update)."""

@@ -8,18 +8,22 @@ import pytest
 import torch
 from trainkit import compose_cfg
 
-from rl2_lightning.evaluation.critic import discounted_returns, explained_variance, main
+from rl2_lightning.algos.base import discounted_returns
+from rl2_lightning.evaluation.critic import main
+from rl2_lightning.module import explained_variance
 from rl2_lightning.train import train
 
 
-def test_discounted_returns_by_hand_stop_at_a_trials_end():
-    reward = torch.tensor([[1.0, 2.0, 4.0], [1.0, 1.0, 9.0]])
-    valid = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # the second trial ended after two steps
-    got = discounted_returns(reward, valid, gamma=0.5)
-    # 4; 2 + 0.5 * 4 = 4; 1 + 0.5 * 4 = 3  |  padding 0; 1; 1 + 0.5 * 1 = 1.5
-    torch.testing.assert_close(got, torch.tensor([[3.0, 4.0, 4.0], [1.5, 1.0, 0.0]]))
-    assert explained_variance(got[0], got[0]) == 1.0
-    assert explained_variance(torch.full((3,), got[0].mean().item()), got[0]) == pytest.approx(0.0)
+def test_discounted_returns_by_hand_restart_after_each_trials_end():
+    reward = torch.tensor([[1.0, 2.0, 4.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    # row 1: one trial; row 2: a trial of two steps, then padding; row 3: trials of one and two steps
+    done = torch.tensor([[False, False, True], [False, True, False], [True, False, True]])
+    got = discounted_returns(reward, done, gamma=0.5)
+    # 1 + 0.5 * (2 + 0.5 * 4) = 3 | 1 + 0.5 * 1 = 1.5, padding 0 | 1 (its trial ends), 1 + 0.5 * 1 = 1.5, 1
+    torch.testing.assert_close(got, torch.tensor([[3.0, 4.0, 4.0], [1.5, 1.0, 0.0], [1.0, 1.5, 1.0]]))
+    torch.testing.assert_close(discounted_returns(reward[..., None], done[..., None], 0.5), got[..., None])
+    assert float(explained_variance(got[0], got[0])) == 1.0
+    assert float(explained_variance(torch.full((3,), got[0].mean().item()), got[0])) == pytest.approx(0.0)
 
 
 def test_the_command_reports_a_trained_value_normalised_critic_in_return_units(tmp_path, capsys):

@@ -349,6 +349,8 @@ def test_fps_and_frames_are_logged_against_frames(tmp_path):
     fps = events.Scalars("time/fps")
     assert len(fps) == 4 and all(e.value > 0 for e in fps)  # every iteration, none NaN
     assert [e.step for e in fps] == [80 * k for k in range(1, 5)]  # x-axis: environment frames
+    # the critic against its λ-return targets and against the returns that actually followed
+    assert {"train/explained_variance", "train/explained_variance_returns"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("meta_test/trial_return")] == [160, 320]
     assert "meta_test/return_per_episode" in events.Tags()["images"]
 

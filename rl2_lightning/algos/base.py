@@ -169,6 +169,19 @@ class TrialAlgorithm(nn.Module):
             for key in ("value_target", "state_value"):
                 data.set(key, normalize(data[key], self.value_moments) * valid)
 
+    @torch.no_grad()
+    def monte_carlo_targets(self, data: TensorDictBase) -> torch.Tensor:
+        """The discounted returns that followed each step, in the critic's units (after
+        :meth:`compute_advantages`: rewards times ``reward_scale``, normalised when ``value_norm``).
+        Unlike ``value_target``, they do not lean on the critic's own values, so how well
+        ``state_value`` explains them shows a critic that is consistent with itself but far from the returns."""
+        valid = data["valid"]
+        reward = data["next", "reward"].to(data["state_value"].dtype) * self.reward_scale * valid
+        returns = discounted_returns(reward, data["next", "trial_done"], float(self.gae.gamma))
+        if self.value_norm:
+            returns = normalize(returns, self.value_moments) * valid
+        return returns
+
     def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
         """Per-epoch schedules (entropy, ...); nothing by default."""
 
@@ -248,6 +261,21 @@ def next_trial_values(values: torch.Tensor, trial_done: torch.Tensor) -> torch.T
     """
     shifted = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
     return shifted.masked_fill(trial_done, 0.0)
+
+
+def discounted_returns(reward: torch.Tensor, trial_done: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``G_t = r_t + gamma * G_{t+1}`` along axis 1, restarting after each step that ends a trial.
+
+    ``reward`` and ``trial_done`` are ``[B, T]`` or ``[B, T, 1]``; padding after a row's last trial must
+    carry zero reward (it then returns 0).
+    """
+    done = trial_done.to(reward.dtype)
+    out = torch.zeros_like(reward)
+    acc = torch.zeros_like(reward[:, 0])
+    for t in reversed(range(reward.shape[1])):
+        acc = reward[:, t] + gamma * acc * (1 - done[:, t])
+        out[:, t] = acc
+    return out
 
 
 def minibatch_indices(num_trials: int, num_minibatches: int, generator: torch.Generator | None = None):

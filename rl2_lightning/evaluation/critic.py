@@ -24,22 +24,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-
-def discounted_returns(reward: torch.Tensor, valid: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``G_t = r_t + gamma * G_{t+1}`` along the last axis, within a trial (steps with ``valid`` false,
-    the padding after a trial's end, count as 0 and return 0)."""
-    reward = reward * valid
-    out = torch.zeros_like(reward)
-    acc = torch.zeros_like(reward[..., 0])
-    for t in reversed(range(reward.shape[-1])):
-        acc = reward[..., t] + gamma * acc
-        out[..., t] = acc
-    return out * valid
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """``1 - Var[G - V] / Var[G]`` over all the given steps."""
-    return float(1 - (returns - values).var() / returns.var())
+from rl2_lightning.module import explained_variance
 
 
 @torch.no_grad()
@@ -48,7 +33,7 @@ def critic_fit(module, env_factory, num_tasks: int, task_set: str = "tuning", se
     from torchrl.envs.utils import ExplorationType, set_exploration_type
     from torchrl.modules import set_recurrent_mode
 
-    from rl2_lightning.algos.base import denormalize
+    from rl2_lightning.algos.base import denormalize, discounted_returns
 
     play = module.agent.attach_to(env_factory.make(num_tasks, task_set=task_set))
     try:
@@ -65,8 +50,8 @@ def critic_fit(module, env_factory, num_tasks: int, task_set: str = "tuning", se
     if algo.value_norm:
         values = denormalize(values, algo.value_moments)
     valid = td["valid"].squeeze(-1).to(values.dtype)
-    reward = td["next", "reward"].squeeze(-1).to(values.dtype) * algo.reward_scale
-    returns = discounted_returns(reward, valid, float(module.hparams.algo.get("gamma", 0.99)))
+    reward = td["next", "reward"].squeeze(-1).to(values.dtype) * algo.reward_scale * valid
+    returns = discounted_returns(reward, td["next", "trial_done"].squeeze(-1), float(algo.gae.gamma)) * valid
     return {"values": values * valid, "returns": returns, "valid": valid.bool()}
 
 
@@ -81,13 +66,13 @@ def report(fit: dict[str, torch.Tensor], steps: int = 7) -> str:
         keep = valid[:, t]
         v, g = values[keep, t], returns[keep, t]
         lines.append(f"| {t} | {v.mean():.2f} ({v.std():.2f}) | {g.mean():.2f} ({g.std():.2f}) |")
-    ev = explained_variance(values[valid], returns[valid])
+    ev = float(explained_variance(values[valid], returns[valid]))
     # within a step: how much of the task-to-task spread of the returns the values explain
     mask = valid.to(values.dtype)
     count = mask.sum(0).clamp(min=1)
     centred_v = (values - (values * mask).sum(0) / count) * mask
     centred_g = (returns - (returns * mask).sum(0) / count) * mask
-    within = explained_variance(centred_v[valid], centred_g[valid])
+    within = float(explained_variance(centred_v[valid], centred_g[valid]))
     lines.append("")
     lines.append(f"explained variance of the returns: {ev:.3f} over all steps, {within:.3f} within a step "
                  "(task to task)")

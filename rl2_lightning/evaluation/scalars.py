@@ -21,7 +21,8 @@ from rl2_lightning.evaluation.report import _pyplot
 
 #: what ``--export`` keeps by default: how the critic fits, how the policy moves, and what it scores
 DEFAULT_TAGS = (
-    "train/trial_return", "train/explained_variance", "train/entropy", "train/approx_kl",
+    "train/trial_return", "train/explained_variance", "train/explained_variance_returns", "train/entropy",
+    "train/approx_kl",
     "train/clip_fraction", "train/grad_norm", "train/grad_norm_actor", "train/grad_norm_critic", "loss/critic",
     "time/fps",
 )
