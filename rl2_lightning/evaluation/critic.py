@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="a figure of values and returns at every step")
     parser.add_argument("--title", default="")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
     from rl2_lightning.config import compose
 
     named = dict(a.split("=", 1) for a in args.overrides if a.split("=", 1)[0] == "ckpt")
