@@ -3,16 +3,17 @@
     python -m rl2_lightning.evaluation.critic conf=tabular_n10 ckpt=<file>|latest|pretrained [key=value ...]
         [--num-tasks 300] [--task-set tuning] [--seed 0] [--out critic.png] [--title TEXT]
 
-Plays ``--num-tasks`` tasks (default 300) of ``--task-set`` (default: tuning) with the policy sampling its actions, runs the critic over each whole trial from a zero state as
-the update does, and sets its values beside the discounted returns that actually followed, in the critic's
+Plays ``--num-tasks`` tasks (default 300) of ``--task-set`` (default: tuning) with the policy sampling its
+actions, runs the critic over each whole trial from a zero state as the update does, and sets its values beside the discounted returns that actually followed, in the critic's
 own units (rewards times ``algo.reward_scale``; a value-normalised critic's outputs denormalised). Prints
 both at a few steps of the trial, and the share of the returns' variance the values explain; ``--out`` draws
 the mean value and the mean return (with the spread over tasks) at every step.
 
 A critic that explains little of it (the values flat while the returns fall from tens to nothing over the
 trial) gives the policy advantages that are the one-step reward and little more: the update cannot credit
-exploration whose pay-off comes later. ``train/explained_variance`` in TensorBoard measures the same thing
-against the λ-return targets, during training.
+exploration whose pay-off comes later. During training, ``train/explained_variance_returns`` in TensorBoard
+scores the same thing over each batch (``train/explained_variance`` scores the critic against its λ-return
+targets, which lean on its own values and can read 0.9 for a critic far off the returns).
 """
 
 from __future__ import annotations
