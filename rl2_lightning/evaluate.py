@@ -30,6 +30,23 @@ from hydra.utils import instantiate
 from rl2_lightning.evaluation import evaluate, policy_key
 
 
+def module_from_ckpt_arg(ckpt: str, cfg, verb: str):
+    """The module of a ``ckpt=`` argument and the file it came from: ``pretrained`` (the preset's shipped
+    policy, ``data/pretrained/``; no file), ``latest`` (the newest intact checkpoint of the preset's experiment
+    under ``runs_dir``, as for resuming; ``verb`` says what for) or a checkpoint file."""
+    if ckpt == "pretrained":
+        from rl2_lightning.checkpoints import check_trained_on
+        from rl2_lightning.pretrained import load
+
+        module = load(cfg.experiment)
+        check_trained_on(module.hparams, cfg, ("env",), f"ckpt=pretrained ({cfg.experiment})")
+        return module, None
+    from rl2_lightning.checkpoints import latest_checkpoint, load_module
+
+    path = latest_checkpoint(cfg.runs_dir, cfg.experiment, key="ckpt", verb=verb) if ckpt == "latest" else Path(ckpt)
+    return load_module(path, cfg, trust=cfg.trust_checkpoint), path
+
+
 def evaluate_checkpoint(overrides: list[str], config_dir: str | None = None) -> list[dict]:
     """``conf=<preset> [ckpt=<file>] [out=<dir>] [key=value ...]``: RL² (if ``ckpt``) and the baselines;
     ``config_dir`` is a folder of the user's own presets and config groups (as ``--config-dir``)."""
@@ -41,19 +58,9 @@ def evaluate_checkpoint(overrides: list[str], config_dir: str | None = None) -> 
         torch.set_num_threads(cfg.threads)
     env = instantiate(cfg.env)
     module, out = None, args.get("out")
-    if args.get("ckpt") == "pretrained":  # the shipped policy of this preset (data/pretrained/)
-        from rl2_lightning.checkpoints import check_trained_on
-        from rl2_lightning.pretrained import load
-
-        module = load(cfg.experiment)
-        check_trained_on(module.hparams, cfg, ("env",), f"ckpt=pretrained ({cfg.experiment})")
-    elif "ckpt" in args:
-        from rl2_lightning.checkpoints import latest_checkpoint, load_module
-
-        # ckpt=latest: the newest intact checkpoint of this preset's experiment under runs_dir (as for resuming)
-        ckpt = latest_checkpoint(cfg.runs_dir, cfg.experiment, key="ckpt", verb="evaluating") if args["ckpt"] == "latest" else Path(args["ckpt"])
-        module = load_module(ckpt, cfg, trust=cfg.trust_checkpoint)
-        if out is None and ckpt.parent.name == "checkpoints":
+    if "ckpt" in args:
+        module, ckpt = module_from_ckpt_arg(args["ckpt"], cfg, verb="evaluating")
+        if out is None and ckpt is not None and ckpt.parent.name == "checkpoints":
             out = str(ckpt.parent.parent / "evaluate")
     mt = cfg.callbacks.get("metatest") or {}
     return evaluate(

@@ -123,28 +123,19 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     cfg = compose([a for a in args.overrides if a.split("=", 1)[0] != "ckpt"], args.config_dir)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    ckpt = named["ckpt"]
-    if ckpt == "pretrained":
-        from rl2_lightning.checkpoints import check_trained_on
-        from rl2_lightning.pretrained import load
+    from rl2_lightning.evaluate import module_from_ckpt_arg
 
-        module = load(cfg.experiment)
-        check_trained_on(module.hparams, cfg, ("env",), f"ckpt=pretrained ({cfg.experiment})")
-        if module.algo.value_norm:  # a shipped record keeps the networks, not the normalisation statistics
-            raise SystemExit(f"error: the shipped {cfg.experiment} critic predicts normalised returns and its record "
-                             "holds no statistics to undo that; give its training checkpoint (ckpt=<file>)")
-    else:
-        from rl2_lightning.checkpoints import latest_checkpoint, load_module
-
-        path = latest_checkpoint(cfg.runs_dir, cfg.experiment, key="ckpt", verb="reading") if ckpt == "latest" else Path(ckpt)
-        module = load_module(path, cfg, trust=cfg.trust_checkpoint)
+    module, path = module_from_ckpt_arg(named["ckpt"], cfg, verb="reading")
+    if path is None and module.algo.value_norm:  # a shipped record keeps the networks, not the statistics
+        raise SystemExit(f"error: the shipped {cfg.experiment} critic predicts normalised returns and its record "
+                         "holds no statistics to undo that; give its training checkpoint (ckpt=<file>)")
     fit = critic_fit(module, instantiate(cfg.env), args.num_tasks, args.task_set, seed=args.seed)
     print(f"{cfg.experiment}: the critic over {args.num_tasks} {args.task_set} trials", file=sys.stderr)
     print(report(fit))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        fit_figure(fit, args.title).savefig(args.out, dpi=100)
-        print(f"wrote {args.out}")
+        from rl2_lightning.evaluation.report import save_figure
+
+        save_figure(fit_figure(fit, args.title), args.out)
     return fit
 
 

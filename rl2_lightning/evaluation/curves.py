@@ -21,7 +21,7 @@ import csv
 import math
 from pathlib import Path
 
-from rl2_lightning.evaluation.report import _pyplot
+from rl2_lightning.evaluation.report import _pyplot, save_figure
 
 
 def _rows(path: Path) -> list[dict]:
@@ -162,9 +162,7 @@ def main(argv=None) -> None:
     frames, per_episode = read_curve(args.csv, args.metric)
     references = dict(parse_reference(r) for r in args.reference)
     fig = curve_figure(frames, per_episode, args.metric, args.title or args.csv.parent.name, references)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 def compare(args) -> None:
@@ -179,9 +177,7 @@ def compare(args) -> None:
         print(f"{name}: {values[-1]:.2f} after {frames[-1] / 1e6:.1f}M frames, {minutes[-1]:.0f} training minutes; "
               f"slope {slope:+.3f} per 1M frames over the last quarter" + (f"; at that slope: {reach}" if reach else ""))
     fig = compare_figure(curves, references, args.title)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, out: Path) -> None:
+    """Write ``fig`` to ``out`` (its folder made if missing) and say so."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    _pyplot().close(fig)
+    print(f"wrote {out}")
+
+
 def write_outputs(rows: list[dict], setting: str, out_dir: Path, table_text: str, size: int | None = None) -> None:
     """``<setting>.md`` (the table), ``.csv`` (one row per method) and ``.png`` (per-episode curves)."""
     out_dir = Path(out_dir)

@@ -17,7 +17,7 @@ import csv
 from pathlib import Path
 
 from rl2_lightning.evaluation.curves import parse_named_paths
-from rl2_lightning.evaluation.report import _pyplot
+from rl2_lightning.evaluation.report import _pyplot, save_figure
 
 #: what ``--export`` keeps by default: how the critic fits, how the policy moves, and what it scores
 DEFAULT_TAGS = (
@@ -114,10 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     for tag in tags:
         if not any(tag in s for s in runs.values()):
             raise SystemExit(f"error: no run has the scalar {tag}")
-    fig = compare_figure(runs, tags, args.title)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100)
-    print(f"wrote {args.out}")
+    save_figure(compare_figure(runs, tags, args.title), args.out)
 
 
 if __name__ == "__main__":
