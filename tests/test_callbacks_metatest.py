@@ -127,3 +127,16 @@ def test_every_minutes_tests_after_that_much_training_and_the_clock_survives_a_c
     # by epochs, as before, when no minutes are given
     assert MetaTestCallback(every_n_epochs=2)._due(SimpleNamespace(current_epoch=1))
     assert not MetaTestCallback(every_n_epochs=2)._due(SimpleNamespace(current_epoch=2))
+
+
+def test_teardown_closes_the_meta_test_env_and_its_simulator(monkeypatch):
+    """A plain TorchRL env reads ``is_closed`` from birth; the teardown once trusted that flag and so never
+    closed a meta-test env, leaving maze engines to the garbage collector (whose plain exit crashed them)."""
+    module = uniform_policy_module("bandit_k5_n10")
+    callback = MetaTestCallback(num_tasks=20)
+    callback.evaluate(module)
+    simulator = callback.env.base_env.simulator
+    closed = []
+    monkeypatch.setattr(simulator, "close", lambda: closed.append(True))
+    callback.teardown(None, module, "fit")
+    assert closed == [True] and callback.env is None
