@@ -1,12 +1,14 @@
 """The LayerNorm/ReLU GRU cell (``model=gru_norm_relu``) against torch's fused GRU, measured in one run.
 
     python benchmarks/cell_throughput.py [--device cpu|cuda] [--trials 125] [--steps 100] [--hidden 256]
-        [--threads 1] [--repeats 5]
+        [--threads 1] [--repeats 5] [--compile inductor]
 
 Both networks run a PPO minibatch's work: a forward pass over ``trials`` whole trials of ``steps`` steps
 (``batch_first``, input size ``--input``) and its backward pass, and the acting work: ``steps`` single-step
 forward passes of ``trials`` envs with no gradient. Prints the best-of-``repeats`` seconds of each and the
-ratio fused / cell (1.0: the cell is as fast as the fused kernel).
+ratio fused / cell (1.0: the cell is as fast as the fused kernel). ``--compile BACKEND`` adds the cell with its
+step compiled (``model.memory.compile``), its compile time (the first training and acting calls), and the
+speed-up compiled / eager.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", default=None, help="also time the cell compiled with this torch.compile backend")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from rl2_lightning.models.memory import NormReLUGRU
@@ -71,9 +74,16 @@ def main() -> None:
         "torch.nn.GRU (fused)": torch.nn.GRU(args.input, args.hidden, batch_first=True).to(device),
         "NormReLUGRU (model=gru_norm_relu)": NormReLUGRU(args.input, args.hidden).to(device),
     }
-    rows = {}
+    if args.compile:
+        compiled = NormReLUGRU(args.input, args.hidden, compile=args.compile).to(device)
+        compiled.load_state_dict(nets["NormReLUGRU (model=gru_norm_relu)"].state_dict())
+        nets[f"NormReLUGRU, step compiled ({args.compile})"] = compiled
+    rows, first_calls = {}, {}
     for name, net in nets.items():
         train, act = workloads(net, x, args.hidden)
+        t0 = synced_now(device)
+        train(), act()  # the compiled cell compiles here (every network gets the same warm-up)
+        first_calls[name] = synced_now(device) - t0
         rows[name] = (best_seconds(train, device, args.repeats), best_seconds(act, device, args.repeats))
     print(f"{args.trials} trials x {args.steps} steps, input {args.input}, hidden {args.hidden}, {args.device}, "
           f"{args.threads} thread(s); best of {args.repeats}")
@@ -81,8 +91,14 @@ def main() -> None:
     print("|---|---:|---:|")
     for name, (train_s, act_s) in rows.items():
         print(f"| {name} | {train_s:.3f} | {act_s:.3f} |")
-    (fused_train, fused_act), (cell_train, cell_act) = rows.values()
+    (fused_train, fused_act), (cell_train, cell_act), *more = rows.values()
     print(f"ratio fused / cell: forward + backward {fused_train / cell_train:.2f}, acting {fused_act / cell_act:.2f}")
+    if more:
+        (comp_train, comp_act), = more
+        name = list(rows)[-1]
+        print(f"ratio fused / compiled cell: forward + backward {fused_train / comp_train:.2f}, acting {fused_act / comp_act:.2f}")
+        print(f"speed-up compiled / eager cell: forward + backward {cell_train / comp_train:.2f}, acting "
+              f"{cell_act / comp_act:.2f}; first calls (compilation) {first_calls[name]:.1f} s")
 
 
 if __name__ == "__main__":

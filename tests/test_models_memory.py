@@ -274,3 +274,68 @@ def test_the_norm_relu_cell_over_a_sequence_equals_stepping_it_and_a_mask_freeze
         torch.testing.assert_close(masked[i, :n], whole[i, :n])
         assert torch.equal(masked[i, n:], masked[i, n - 1].expand_as(masked[i, n:]))
         torch.testing.assert_close(h_masked[0, i], whole[i, n - 1])
+
+
+def _norm_relu_pair(compile, seed=4):
+    """An eager NormReLUGRU and a compiled copy with the same (non-trivial) parameters."""
+    from rl2_lightning.models.memory import NormReLUGRU
+
+    torch.manual_seed(seed)
+    eager = NormReLUGRU(5, 6, keep_bias=1.0)
+    with torch.no_grad():
+        for norm in [*eager.norm_x, *eager.norm_h]:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    compiled = NormReLUGRU(5, 6, keep_bias=1.0, compile=compile)
+    compiled.load_state_dict(eager.state_dict())
+    return eager, compiled
+
+
+def _assert_same_cell(eager, compiled, device="cpu"):
+    """Same outputs, final state and gradients over whole masked trials, and when stepped one input at a time
+    with batches of other sizes (acting)."""
+    eager, compiled = eager.to(device), compiled.to(device)
+    x, h0 = torch.randn(3, 7, 5, device=device), torch.randn(1, 3, 6, device=device)
+    mask = torch.arange(7, device=device).unsqueeze(0) < torch.tensor([7, 4, 1], device=device).unsqueeze(1)
+    for net in (eager, compiled):
+        out, h = net(x, h0, mask=mask)
+        (out.square().mean() + h.sum()).backward()
+        net.result = (out.detach(), h.detach())
+    torch.testing.assert_close(compiled.result, eager.result, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():
+        for batch in (2, 5):
+            h_e = h_c = torch.randn(1, batch, 6, device=device)
+            for t in range(3):
+                step = torch.randn(batch, 1, 5, device=device)
+                (out_e, h_e), (out_c, h_c) = eager(step, h_e), compiled(step, h_c)
+                torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
+
+
+def test_the_compiled_norm_relu_step_equals_the_eager_one():
+    """``model.memory.compile`` runs the same step through torch.compile: ``aot_eager`` traces it into
+    graphs (forward and backward) without code generation, so this runs with or without a C++ compiler."""
+    eager, compiled = _norm_relu_pair("aot_eager")
+    assert eager.compile_backend is None and compiled.compile_backend == "aot_eager"
+    _assert_same_cell(eager, compiled)
+    from rl2_lightning.models.memory import _COMPILED_STEPS
+
+    assert "aot_eager" in _COMPILED_STEPS  # the compiled function ran, not the eager one
+
+
+@pytest.mark.gpu
+def test_the_inductor_compiled_norm_relu_step_equals_the_eager_one_on_a_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    _assert_same_cell(*_norm_relu_pair(True), device="cuda")
+
+
+def test_an_unknown_compile_backend_is_refused_in_one_line():
+    from rl2_lightning.models.memory import NormReLUGRU
+
+    with pytest.raises(ValueError, match=r"model.memory.compile='fast' is not a torch.compile backend") as err:
+        NormReLUGRU(5, 6, compile="fast")
+    assert "\n" not in str(err.value)
+    assert NormReLUGRU(5, 6, compile=True).compile_backend == "inductor"
+    assert NormReLUGRU(5, 6, compile=False).compile_backend is None

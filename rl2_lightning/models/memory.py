@@ -53,6 +53,50 @@ class GRUMemory(GRUModule):
         return [self.make_tensordict_primer()]
 
 
+def norm_relu_step(
+    h: torch.Tensor, x_r: torch.Tensor, x_z: torch.Tensor, x_n: torch.Tensor, mask: torch.Tensor | None,
+    weight_hh: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor, eps: float, keep_bias: float,
+) -> torch.Tensor:
+    """One step of :class:`NormReLUGRU` from the input's normalised gate pre-activations ``x_r, x_z, x_n``
+    (``[B, H]``): the state's paths (one GEMM, a LayerNorm per gate block: ``norm_weight``/``norm_bias``
+    are ``[3, H]``) and the gates. Where ``mask`` (``[B, 1]``) is False the state is kept."""
+    size = h.shape[-1]
+    h_r, h_z, h_n = (
+        F.layer_norm(g, (size,), norm_weight[k], norm_bias[k], eps)
+        for k, g in enumerate(F.linear(h, weight_hh).chunk(3, -1))
+    )
+    reset = torch.sigmoid(x_r + h_r)
+    keep = torch.sigmoid(x_z + h_z + keep_bias)
+    candidate = torch.relu(x_n + reset * h_n)
+    new = candidate + keep * (h - candidate)
+    return new if mask is None else torch.where(mask, new, h)
+
+
+#: ``torch.compile``-d :func:`norm_relu_step` per backend, shared by every cell (a module holds only the name)
+_COMPILED_STEPS: dict[str, object] = {}
+
+
+def compiled_norm_relu_step(backend: str):
+    """:func:`norm_relu_step` compiled with ``torch.compile(backend=backend)`` (built once per process)."""
+    if backend not in _COMPILED_STEPS:
+        _COMPILED_STEPS[backend] = torch.compile(norm_relu_step, backend=backend)
+    return _COMPILED_STEPS[backend]
+
+
+def check_compile_backend(compile: bool | str) -> str | None:
+    """``compile`` as a backend name (``True``: ``"inductor"``; ``False``/``None``: no compilation), refused
+    in one line if torch does not know it."""
+    if compile is None or compile is False:
+        return None
+    backend = "inductor" if compile is True else str(compile)
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):  # the debugging backends are accepted too
+        raise ValueError(f"model.memory.compile={compile!r} is not a torch.compile backend; use true, false or one of "
+                         f"{', '.join(sorted(torch._dynamo.list_backends()))}")
+    return backend
+
+
 class NormReLUGRU(GRU):
     """A one-layer GRU with the references' cell (lucaslingle/pytorch_rl2; the RL² authors' cell has the
     ReLU candidate): LayerNorm on the input's and the state's gate pre-activations, a ReLU candidate
@@ -66,13 +110,19 @@ class NormReLUGRU(GRU):
 
     ``keep_bias=1`` is the references' update-gate bias of −1, written for this convention (theirs mixes
     ``(1 − z) h + z n``). LayerNorm supplies the gates' shifts, so the linear maps have no bias.
+
+    ``compile``: run each step (:func:`norm_relu_step`) through ``torch.compile`` (``True``: inductor, or a
+    backend's name), which fuses the step's dozen element-wise and normalisation kernels. The step is
+    Python-driven, so on a GPU its cost is the kernels it launches, not arithmetic; on a CPU core the
+    arithmetic dominates and compiling does not pay (``benchmarks/cell_throughput.py --compile``).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, keep_bias: float = 1.0):
+    def __init__(self, input_size: int, hidden_size: int, keep_bias: float = 1.0, compile: bool | str = False):
         super().__init__(input_size, hidden_size, num_layers=1, bias=False, batch_first=True)
         self.norm_x = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(3))
         self.norm_h = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(3))
         self.keep_bias = float(keep_bias)
+        self.compile_backend = check_compile_backend(compile)
 
     @staticmethod
     def _norm3(gates: torch.Tensor, norms: nn.ModuleList) -> list[torch.Tensor]:
@@ -82,33 +132,34 @@ class NormReLUGRU(GRU):
     def _gru(self, x, hx, mask=None):
         """TorchRL's time loop (``batch_first``; ``mask`` freezes the state of trials that have ended), with
         the input's paths taken out of it: one GEMM and the input's LayerNorms over every step at once, so that
-        a step runs only the state's paths. Same arithmetic as stepping the cell one input at a time."""
+        a step (:func:`norm_relu_step`) runs only the state's paths. Same arithmetic as stepping the cell one
+        input at a time."""
         # unbind (not x[:, t]): its backward writes every step's gradient once, a slice's a full-size zero tensor
         x_r, x_z, x_n = (g.unbind(1) for g in self._norm3(F.linear(x, self.weight_ih_l0), self.norm_x))
         masks = mask.unsqueeze(-1).unbind(1) if mask is not None else [None] * len(x_r)
+        step = norm_relu_step if self.compile_backend is None else compiled_norm_relu_step(self.compile_backend)
+        norm_weight = torch.stack([n.weight for n in self.norm_h])
+        norm_bias = torch.stack([n.bias for n in self.norm_h])
+        eps = self.norm_h[0].eps
         h = hx[0]
         outputs = []
         for t, m in enumerate(masks):
-            h_r, h_z, h_n = self._norm3(F.linear(h, self.weight_hh_l0), self.norm_h)
-            reset = torch.sigmoid(x_r[t] + h_r)
-            keep = torch.sigmoid(x_z[t] + h_z + self.keep_bias)
-            candidate = torch.relu(x_n[t] + reset * h_n)
-            new = candidate + keep * (h - candidate)
-            h = new if m is None else torch.where(m, new, h)
+            h = step(h, x_r[t], x_z[t], x_n[t], m, self.weight_hh_l0, norm_weight, norm_bias, eps, self.keep_bias)
             outputs.append(h)
         return torch.stack(outputs, 1), h.unsqueeze(0)
 
 
 class NormReLUGRUMemory(GRUModule):
     """:class:`GRUMemory` with the :class:`NormReLUGRU` cell (``model=gru_norm_relu``); state
-    ``recurrent_state_{name}``. Python-stepped over time: slower than ``GRUMemory``'s fused kernel."""
+    ``recurrent_state_{name}``. Python-stepped over time: slower than ``GRUMemory``'s fused kernel;
+    ``compile`` (``model.memory.compile``) compiles its step (:class:`NormReLUGRU`)."""
 
     def __init__(
         self, input_size: int, hidden_size: int, in_key: str, out_key: str, name: str, max_steps: int,
-        keep_bias: float = 1.0,
+        keep_bias: float = 1.0, compile: bool | str = False,
     ):
         state = f"recurrent_state_{name}"
-        super().__init__(gru=NormReLUGRU(input_size, hidden_size, keep_bias),
+        super().__init__(gru=NormReLUGRU(input_size, hidden_size, keep_bias, compile),
                          in_keys=[in_key, state], out_keys=[out_key, ("next", state)])
         self.max_steps = max_steps
 
