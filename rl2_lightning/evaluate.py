@@ -7,7 +7,8 @@
     python -m rl2_lightning.evaluate --family bandit --num-arms 5 --episodes 10 [--out DIR]
 
 The preset names the setting; any override applies (``callbacks.metatest.num_tasks``, ``.batch_size``
-and ``.episodes_per_trial`` choose how much of the set is played and how long the trials are). Prints
+and ``.episodes_per_trial`` choose how much of the set is played and how long the trials are;
+``.task_set=tuning`` plays the tuning set, on which checkpoints and seeds may be chosen). Prints
 the paper-style table and writes ``<setting>.md``, ``.csv`` and ``.png`` to ``out`` (default:
 ``<run>/evaluate`` beside the checkpoint's run, or ``outputs/evaluate``); for mazes also a GIF and a
 paths image of the first held-out maze per policy. Scoring and reporting are :mod:`rl2_lightning.evaluation`.
@@ -66,7 +67,7 @@ def evaluate_checkpoint(overrides: list[str], config_dir: str | None = None) -> 
     return evaluate(
         env, {policy_key(cfg.env): module.actor} if module is not None else {}, out or "outputs/evaluate",
         agent=module.agent if module is not None else None, seed=mt.get("seed", 0),
-        num_tasks=mt.get("num_tasks"),
+        task_set=mt.get("task_set") or "heldout", num_tasks=mt.get("num_tasks"),
         batch_size=mt.get("batch_size") or (8 if env.simulator_class.own_pools else None),
         episodes_per_trial=mt.get("episodes_per_trial"),
     )

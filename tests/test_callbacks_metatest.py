@@ -106,6 +106,25 @@ def test_the_callback_and_the_evaluate_command_score_a_policy_alike(preset):
     callback.teardown(None, module, "fit")
 
 
+def test_the_evaluate_command_plays_the_task_set_it_is_given(tmp_path):
+    """``callbacks.metatest.task_set=tuning`` reaches the command (it once played the held-out set whatever it
+    was told): its RL² row equals the training meta-test's on the tuning set, and differs from held-out."""
+    from rl2_lightning.evaluate import main
+    from rl2_lightning.evaluation.scoring import summarize
+    from rl2_lightning.pretrained import load
+
+    module = load("bandit_k5_n10")
+    score = {}
+    for task_set in ("tuning", "heldout"):
+        callback = MetaTestCallback(task_set=task_set, num_tasks=100, baselines=False)
+        score[task_set] = summarize(callback.evaluate(module))["trial_return"]
+        callback.teardown(None, module, "fit")
+    assert score["tuning"] != score["heldout"]
+    rows = main(["conf=bandit_k5_n10", "ckpt=pretrained", "callbacks.metatest.task_set=tuning",
+                 "callbacks.metatest.num_tasks=100", f"out={tmp_path}"])
+    assert {r["key"]: r["mean"] for r in rows}["rl2"] == score["tuning"]
+
+
 def test_every_minutes_tests_after_that_much_training_and_the_clock_survives_a_checkpoint():
     import time
     from types import SimpleNamespace

@@ -31,6 +31,13 @@ def test_rl2_checkpoint_is_scored_beside_the_baselines(checkpoint, tmp_path):
     for suffix in (".md", ".csv", ".png"):
         assert (tmp_path / f"bandit_k5_n10{suffix}").stat().st_size > 0
     assert "RL²" in (tmp_path / "bandit_k5_n10.md").read_text()
+    import csv
+
+    with open(tmp_path / "bandit_k5_n10_per_episode.csv") as f:  # the figure's numbers, a row per method and episode
+        per_episode = [r for r in csv.DictReader(f) if r["key"] == "rl2"]
+    assert [int(r["episode"]) for r in per_episode] == list(range(10))
+    torch.testing.assert_close([float(r["mean"]) for r in per_episode], by_key["rl2"]["per_episode"])
+    assert sum(float(r["mean"]) for r in per_episode) == pytest.approx(by_key["rl2"]["mean"])
 
 
 def test_rl2_policy_carries_its_hidden_state_in_evaluation(checkpoint):

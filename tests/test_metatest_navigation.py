@@ -93,3 +93,29 @@ def test_tail_slope_and_frames_to_reach_by_hand(tmp_path, capsys):
     assert "Greedy (120) in 4M more frames" in printed and "Random (100) already reached" in printed
     with pytest.raises(SystemExit, match="NAME=CSV"):
         main(["--compare", str(path), "--out", str(tmp_path / "d.png")])
+
+
+def test_within_trial_curves_from_a_run_and_an_evaluation_with_the_late_slope_by_hand(tmp_path, capsys):
+    from rl2_lightning.evaluation.curves import late_slope, main, read_within_trial
+
+    # from the fourth episode on: (3, 13), (4, 13.5), (5, 13), (6, 14.5) -> mean x 4.5, mean y 13.5,
+    # sxy = -1.5*-0.5 + -0.5*0 + 0.5*-0.5 + 1.5*1 = 2.0, sxx = 5 -> 0.4 per episode
+    values = [10.0, 11.0, 12.0, 13.0, 13.5, 13.0, 14.5]
+    assert late_slope(values) == pytest.approx(0.4)
+    assert late_slope(values, start=5) == pytest.approx(1.5)
+    run = tmp_path / "metatest.csv"
+    run.write_text("epoch,frames,trial_return,return_ep0,return_ep1,return_ep2\n"
+                   "0,100,30,9,10,11\n1,200,33.5,10,11,12.5\n")
+    assert read_within_trial(str(run)) == [10.0, 11.0, 12.5]  # the last meta-test
+    evaluation = tmp_path / "x_per_episode.csv"
+    evaluation.write_text("key,method,episode,mean,ci95\n"
+                          "greedy,Greedy,1,11.5,0.1\ngreedy,Greedy,0,10.5,0.1\ngreedy,Greedy,2,12.0,0.1\nrl2,RL²,0,9,0\n")
+    assert read_within_trial(f"{evaluation}#Greedy") == [10.5, 11.5, 12.0]  # in episode order
+    main(["--within-trial", f"run={run}", f"Greedy={evaluation}#greedy", "--out", str(tmp_path / "w.png")])
+    assert (tmp_path / "w.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "run: total 33.5; episodes 1-3 33.5" in printed and "Greedy: total 34.0" in printed
+    with pytest.raises(SystemExit, match="no method 'BEB'"):
+        read_within_trial(f"{evaluation}#BEB")
+    with pytest.raises(SystemExit, match="NAME=metatest.csv"):
+        main(["--within-trial", str(run), "--out", str(tmp_path / "v.png")])

@@ -68,7 +68,8 @@ def chain_references(distribution: str, episode_steps: int, num_tasks: int) -> d
     return {"oracle (knows the task)": oracle, "always swim right (no learning)": value[:, 0].mean().item()}
 
 
-def variants_figure(curves: dict[str, list[float]], title: str, levels: dict[str, float] | None = None):
+def variants_figure(curves: dict[str, list[float]], title: str, levels: dict[str, float] | None = None,
+                    ylabel: str = "mean reward in the episode (held-out tasks)"):
     """Mean reward per episode index, one line per policy; ``levels`` as horizontal lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -78,7 +79,7 @@ def variants_figure(curves: dict[str, list[float]], title: str, levels: dict[str
         ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=name,
                 ls="--" if name.startswith(("random", "Random")) or "baseline" in name else "-")
     ax.set_xlabel("episode of the trial")
-    ax.set_ylabel("mean reward in the episode (held-out tasks)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -12,6 +12,14 @@
 ``--compare`` draws several runs' trial return against training frames and against training minutes
 (``train_s``: meta-tests left out), and prints each run's last level and its slope per million frames over
 its last quarter, with the frames that slope would need to reach each reference.
+
+    python -m rl2_lightning.evaluation.curves --within-trial "authors=<run>/metatest.csv"
+        "Greedy=<evaluate out>/tabular_n10_per_episode.csv#Greedy" --out within.png [--title tabular_n10]
+
+``--within-trial`` draws mean reward per episode index within the trial: a run's last meta-test
+(``metatest.csv``), or a method of an evaluation (``<setting>_per_episode.csv#<method>``); it prints each
+curve's total, its first three episodes, and its least-squares slope per episode from the fourth episode on
+(how much it still improves once it has explored).
 """
 
 from __future__ import annotations
@@ -124,6 +132,50 @@ def compare_figure(curves: dict[str, tuple], references: dict[str, list[float]],
     return fig
 
 
+def late_slope(values: list[float], start: int = 3) -> float:
+    """Least-squares slope per episode of ``values`` (mean reward per episode index) from index ``start`` on."""
+    pts = list(enumerate(values))[start:]
+    if len(pts) < 2:
+        return float("nan")
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def read_within_trial(source: str) -> list[float]:
+    """Mean reward per episode index: the last row of a ``metatest.csv``, or ``<per_episode.csv>#<method>``
+    (an evaluation's curve of one method)."""
+    path, sep, method = source.partition("#")
+    if not sep:
+        rows = _rows(Path(path))
+        columns = sorted((k for k in rows[-1] if k.startswith("return_ep")), key=lambda k: int(k[len("return_ep"):]))
+        if not columns:
+            raise SystemExit(f"error: {path} has no return_ep<k> columns (a metatest.csv, or give <per_episode.csv>#<method>)")
+        return [float(rows[-1][c]) for c in columns]
+    rows = [r for r in _rows(Path(path)) if method in (r.get("method"), r.get("key"))]
+    if not rows:
+        raise SystemExit(f"error: {path} has no method {method!r} (its methods: "
+                         f"{', '.join(dict.fromkeys(r.get('method', '?') for r in _rows(Path(path))))})")
+    return [float(r["mean"]) for r in sorted(rows, key=lambda r: int(r["episode"]))]
+
+
+def within_trial(args) -> None:
+    """``--within-trial``: the figure, and per curve its total, first three episodes and late slope."""
+    sources = {}
+    for item in args.within_trial:
+        name, sep, source = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --within-trial {item!r} is not NAME=metatest.csv or NAME=per_episode.csv#METHOD")
+        sources[name] = source
+    curves = {name: read_within_trial(source) for name, source in sources.items()}
+    for name, values in curves.items():
+        print(f"{name}: total {sum(values):.1f}; episodes 1-3 {sum(values[:3]):.1f}; from episode 4 on "
+              f"{sum(values[3:]):.1f}, slope {late_slope(values):+.3f} per episode; last episode {values[-1]:.2f}")
+    from rl2_lightning.evaluation.ablations import variants_figure
+
+    save_figure(variants_figure(curves, args.title, ylabel="mean reward in the episode"), args.out)
+
+
 def parse_reference(text: str) -> tuple[str, list[float]]:
     """``"name=v1,v2"`` -> ``("name", [v1, v2])``."""
     name, sep, values = text.partition("=")
@@ -150,6 +202,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", type=Path, nargs="?")
     parser.add_argument("--compare", nargs="+", metavar="NAME=CSV", help="several runs' trial return, by frames and minutes")
+    parser.add_argument("--within-trial", nargs="+", metavar="NAME=CSV[#METHOD]",
+                        help="reward per episode index: runs' last meta-tests or an evaluation's methods")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metric", default="success", choices=["success", "return"])
     parser.add_argument("--reference", action="append", default=[])
@@ -157,6 +211,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.compare:
         return compare(args)
+    if args.within_trial:
+        return within_trial(args)
     if args.csv is None:
         parser.error("give a metatest.csv, or --compare NAME=CSV ...")
     frames, per_episode = read_curve(args.csv, args.metric)

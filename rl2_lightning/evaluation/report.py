@@ -105,7 +105,8 @@ def save_figure(fig, out: Path) -> None:
 
 
 def write_outputs(rows: list[dict], setting: str, out_dir: Path, table_text: str, size: int | None = None) -> None:
-    """``<setting>.md`` (the table), ``.csv`` (one row per method) and ``.png`` (per-episode curves)."""
+    """``<setting>.md`` (the table), ``.csv`` (one row per method), ``.png`` (per-episode curves) and
+    ``<setting>_per_episode.csv`` (the curves' numbers: method, episode index, mean reward, 95% half-width)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{setting}.md").write_text(f"# {setting}\n\n{table_text}\n")
@@ -115,6 +116,12 @@ def write_outputs(rows: list[dict], setting: str, out_dir: Path, table_text: str
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    with open(out_dir / f"{setting}_per_episode.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["key", "method", "episode", "mean", "ci95"])
+        for r in rows:
+            half = r.get("per_episode_ci95") or [float("nan")] * len(r["per_episode"])
+            writer.writerows([r["key"], r["method"], k, m, h] for k, (m, h) in enumerate(zip(r["per_episode"], half)))
     fig = navigation_figure(rows, setting, size) if navigation else returns_figure(rows, setting)
     fig.savefig(out_dir / f"{setting}.png", dpi=100)
     _pyplot().close(fig)
