@@ -9,9 +9,9 @@
 The preset names the setting; any override applies (``callbacks.metatest.num_tasks``, ``.batch_size``
 and ``.episodes_per_trial`` choose how much of the set is played and how long the trials are;
 ``.task_set=tuning`` plays the tuning set, on which checkpoints and seeds may be chosen). Prints
-the paper-style table and writes ``<setting>.md``, ``.csv`` and ``.png`` to ``out`` (default:
-``<run>/evaluate`` beside the checkpoint's run, or ``outputs/evaluate``); for mazes also a GIF and a
-paths image of the first held-out maze per policy. Scoring and reporting are :mod:`rl2_lightning.evaluation`.
+the paper-style table and writes ``<setting>.md``, ``.csv``, ``_per_episode.csv`` and ``.png`` to ``out``
+(default: ``<run>/evaluate`` beside the checkpoint's run, or ``outputs/evaluate``); for mazes also a GIF
+and a paths image of the first held-out maze per policy. Scoring and reporting are :mod:`rl2_lightning.evaluation`.
 
 Bandit and tabular baselines use the hyperparameters tuned on the tuning set (``conf/baselines/``);
 tabular ones run with both reward priors, TabulaRL's (``paper``) and the true one (``_bayes``). Families

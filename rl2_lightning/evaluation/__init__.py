@@ -142,7 +142,7 @@ def evaluate(
     if out_dir is not None:
         report.write_outputs(rows, setting, Path(out_dir), text, size)
         if verbose:
-            print(f"wrote {Path(out_dir) / setting}.md, .csv and .png")
+            print(f"wrote {Path(out_dir) / setting}.md, .csv, _per_episode.csv and .png")
     return rows
 
 
