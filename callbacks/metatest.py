@@ -34,7 +34,7 @@ from torchrl.envs.utils import ExplorationType
 from rl2_lightning.components import Range
 from rl2_lightning.evaluation import policy_key
 from rl2_lightning.evaluation.report import per_episode_figure
-from rl2_lightning.evaluation.scoring import score_on_tasks, seeded, summarize
+from rl2_lightning.evaluation.scoring import late_slope, score_on_tasks, seeded, summarize
 
 
 class Exploration(Enum):
@@ -255,6 +255,8 @@ class MetaTestCallback(Callback):
         self.last = summary
         frames = int(pl_module.frames)
         metrics = {f"meta_test/{k}": v for k, v in summary.items()}
+        if returns.shape[-1] >= 5:  # how much the policy still improves from the fourth episode on (not in the CSV,
+            metrics["meta_test/late_slope"] = late_slope(returns.double().mean(0).tolist())  # whose columns stay fixed)
         metrics.update({f"meta_test/baselines/{k}": c.sum().item() for k, c in curves.items()})
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=frames)

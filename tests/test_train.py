@@ -353,6 +353,15 @@ def test_fps_and_frames_are_logged_against_frames(tmp_path):
     assert {"train/explained_variance", "train/explained_variance_returns"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("meta_test/trial_return")] == [160, 320]
     assert "meta_test/return_per_episode" in events.Tags()["images"]
+    # the within-trial slope from the fourth episode on, from the same meta-tests as metatest.csv's rows
+    import csv
+
+    from rl2_lightning.evaluation.scoring import late_slope
+
+    with open(Path(out["run_dir"]) / "metatest.csv") as f:
+        rows = list(csv.DictReader(f))
+    expected = [late_slope([float(r[f"return_ep{k}"]) for k in range(10)]) for r in rows]
+    assert [e.value for e in events.Scalars("meta_test/late_slope")] == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.slow  # ~27 s; the one-process maze run is in CI

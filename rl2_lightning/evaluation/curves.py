@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 
 from rl2_lightning.evaluation.report import _pyplot, save_figure
+from rl2_lightning.evaluation.scoring import late_slope
 
 
 def _rows(path: Path) -> list[dict]:
@@ -130,16 +131,6 @@ def compare_figure(curves: dict[str, tuple], references: dict[str, list[float]],
     fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def late_slope(values: list[float], start: int = 3) -> float:
-    """Least-squares slope per episode of ``values`` (mean reward per episode index) from index ``start`` on."""
-    pts = list(enumerate(values))[start:]
-    if len(pts) < 2:
-        return float("nan")
-    mx = sum(x for x, _ in pts) / len(pts)
-    my = sum(y for _, y in pts) / len(pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
 def read_within_trial(source: str) -> list[float]:
