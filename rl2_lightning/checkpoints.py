@@ -253,13 +253,38 @@ def check_targets(hparams: dict, what: str, allowed: Iterable[str] = ()) -> None
         )
 
 
+#: keys that say how a network runs, not what it computes: a checkpoint trained with one value loads, resumes and
+#: warm-starts under another, and the loading config's value is the one used
+EXECUTION_KEYS = {"model": ("memory.compile",)}
+
+
+def with_execution_keys(hparams: dict, cfg: DictConfig | None) -> dict:
+    """``hparams`` with the :data:`EXECUTION_KEYS` that ``cfg`` sets taken from ``cfg`` (a copy; e.g. a checkpoint
+    trained with ``model.memory.compile=true`` on a GPU, evaluated with ``model.memory.compile=false``)."""
+    import copy
+
+    out = copy.deepcopy(hparams)
+    for group, keys in EXECUTION_KEYS.items():
+        if cfg is None or group not in out or cfg.get(group) is None:
+            continue
+        for key in keys:
+            *parents, leaf = key.split(".")
+            src, dst = container(cfg[group]), out[group]
+            for part in parents:
+                src, dst = (src or {}).get(part), (dst or {}).get(part)
+            if isinstance(src, dict) and isinstance(dst, dict) and leaf in src:
+                dst[leaf] = src[leaf]
+    return out
+
+
 def build_module(hparams: dict, what: str, cfg: DictConfig | None = None, trust: bool = False):
     """An :class:`~rl2_lightning.module.RL2Module` from stored hyperparameters, after :func:`check_targets`
-    (skipped only when the user trusts the file)."""
+    (skipped only when the user trusts the file); the :data:`EXECUTION_KEYS` that ``cfg`` sets come from it."""
     from rl2_lightning.module import RL2Module
 
     if not trust:
         check_targets(hparams, what, config_targets(cfg) if cfg is not None else ())
+    hparams = with_execution_keys(hparams, cfg)
     keys = ("env", "model", "algo", "optimizer", "max_epochs")
     return RL2Module(**{k: hparams[k] for k in keys if k in hparams})
 
@@ -311,6 +336,8 @@ def check_trained_on(
         for key, value in _flat(container(cfg[group])).items():
             if group == "env" and (key in ("num_envs", "tasks_dir") or key in free_env_keys):
                 continue  # the batch size and the task-set folder may change; the free keys are the caller's
+            if key in EXECUTION_KEYS.get(group, ()):
+                continue  # how the network runs (e.g. compiled), not what it computes
             old = was.get(key, value)
             if old != value:
                 raise ValueError(f"{what} was trained with {group}.{key}={old!r}, but the config has {value!r}")

@@ -339,3 +339,33 @@ def test_an_unknown_compile_backend_is_refused_in_one_line():
     assert "\n" not in str(err.value)
     assert NormReLUGRU(5, 6, compile=True).compile_backend == "inductor"
     assert NormReLUGRU(5, 6, compile=False).compile_backend is None
+
+
+def test_compile_is_how_a_checkpoint_runs_not_what_it_is(tmp_path):
+    """A run trained with a compiled cell loads, is checked and resumes under the loading config's
+    ``model.memory.compile`` (e.g. a GPU run evaluated where no compiler is); every other model key still
+    has to match."""
+    from pathlib import Path
+
+    from trainkit import compose_cfg
+
+    from rl2_lightning.checkpoints import check_checkpoint, load_module
+    from rl2_lightning.train import train
+
+    def cfg(*more):
+        return compose_cfg([f"runs_dir={tmp_path}", "model=gru_norm_relu", "trainer.max_epochs=1", *more])
+
+    out = train(cfg("model.memory.compile=aot_eager"))
+    ckpt = Path(out["run_dir"]) / "checkpoints" / "last.ckpt"
+
+    def backends(module):
+        return {m.compile_backend for m in module.modules() if hasattr(m, "compile_backend")}
+
+    assert backends(out["module"]) == {"aot_eager"}
+    assert backends(load_module(ckpt, cfg("model.memory.compile=false"))) == {None}
+    assert backends(load_module(ckpt, cfg("model.memory.compile=aot_eager"))) == {"aot_eager"}
+    check_checkpoint(ckpt, cfg("model.memory.compile=false"))  # resumable without compiling
+    with pytest.raises(ValueError, match=r"was trained with model.memory.keep_bias=1.0, but the config has 2.0"):
+        check_checkpoint(ckpt, cfg("model.memory.keep_bias=2.0"))
+    resumed = train(cfg("model.memory.compile=false", "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
+    assert backends(resumed["module"]) == {None} and resumed["module"].frames > out["module"].frames
