@@ -255,7 +255,7 @@ def check_targets(hparams: dict, what: str, allowed: Iterable[str] = ()) -> None
 
 #: keys that say how a network runs, not what it computes: a checkpoint trained with one value loads, resumes and
 #: warm-starts under another, and the loading config's value is the one used
-EXECUTION_KEYS = {"model": ("memory.compile",)}
+EXECUTION_KEYS = ("model.memory.compile",)
 
 
 def with_execution_keys(hparams: dict, cfg: DictConfig | None) -> dict:
@@ -263,17 +263,17 @@ def with_execution_keys(hparams: dict, cfg: DictConfig | None) -> dict:
     trained with ``model.memory.compile=true`` on a GPU, evaluated with ``model.memory.compile=false``)."""
     import copy
 
+    from omegaconf import OmegaConf
+
     out = copy.deepcopy(hparams)
-    for group, keys in EXECUTION_KEYS.items():
-        if cfg is None or group not in out or cfg.get(group) is None:
-            continue
-        for key in keys:
-            *parents, leaf = key.split(".")
-            src, dst = container(cfg[group]), out[group]
-            for part in parents:
-                src, dst = (src or {}).get(part), (dst or {}).get(part)
-            if isinstance(src, dict) and isinstance(dst, dict) and leaf in src:
-                dst[leaf] = src[leaf]
+    for key in EXECUTION_KEYS if cfg is not None else ():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = OmegaConf.select(cfg, key, default=KeyError)
+        if isinstance(node, dict) and value is not KeyError:
+            node[leaf] = value
     return out
 
 
@@ -336,7 +336,7 @@ def check_trained_on(
         for key, value in _flat(container(cfg[group])).items():
             if group == "env" and (key in ("num_envs", "tasks_dir") or key in free_env_keys):
                 continue  # the batch size and the task-set folder may change; the free keys are the caller's
-            if key in EXECUTION_KEYS.get(group, ()):
+            if f"{group}.{key}" in EXECUTION_KEYS:
                 continue  # how the network runs (e.g. compiled), not what it computes
             old = was.get(key, value)
             if old != value:

@@ -30,7 +30,7 @@ import math
 from pathlib import Path
 
 from rl2_lightning.evaluation.report import _pyplot, save_figure
-from rl2_lightning.evaluation.scoring import late_slope
+from rl2_lightning.evaluation.scoring import late_slope, least_squares_slope
 
 
 def _rows(path: Path) -> list[dict]:
@@ -90,12 +90,7 @@ def tail_slope(frames: list[float], values: list[float], share: float = 0.25) ->
     start = frames[-1] - share * (frames[-1] - frames[0])
     pts = [(f / 1e6, v) for f, v in zip(frames, values) if f >= start]
     pts = pts if len(pts) >= 2 else [(f / 1e6, v) for f, v in zip(frames[-2:], values[-2:])]
-    if len(pts) < 2:
-        return float("nan")
-    mx = sum(x for x, _ in pts) / len(pts)
-    my = sum(y for _, y in pts) / len(pts)
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sxx
+    return least_squares_slope(pts)
 
 
 def _reach_text(frames: float) -> str:
@@ -152,13 +147,8 @@ def read_within_trial(source: str) -> list[float]:
 
 def within_trial(args) -> None:
     """``--within-trial``: the figure, and per curve its total, first three episodes and late slope."""
-    sources = {}
-    for item in args.within_trial:
-        name, sep, source = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --within-trial {item!r} is not NAME=metatest.csv or NAME=per_episode.csv#METHOD")
-        sources[name] = source
-    curves = {name: read_within_trial(source) for name, source in sources.items()}
+    sources = parse_named_paths(args.within_trial, "metatest.csv or NAME=per_episode.csv#METHOD", "--within-trial")
+    curves = {name: read_within_trial(str(source)) for name, source in sources.items()}
     for name, values in curves.items():
         print(f"{name}: total {sum(values):.1f}; episodes 1-3 {sum(values[:3]):.1f}; from episode 4 on "
               f"{sum(values[3:]):.1f}, slope {late_slope(values):+.3f} per episode; last episode {values[-1]:.2f}")
@@ -178,13 +168,13 @@ def parse_reference(text: str) -> tuple[str, list[float]]:
         raise SystemExit(f"error: --reference {text!r} is not NAME=v1,v2,...") from None
 
 
-def parse_named_paths(items: list[str], what: str) -> dict[str, Path]:
-    """``--compare``'s ``NAME=PATH`` items -> ``{name: path}`` (one-line error on an item without ``=``)."""
+def parse_named_paths(items: list[str], what: str, option: str = "--compare") -> dict[str, Path]:
+    """``option``'s ``NAME=PATH`` items -> ``{name: path}`` (one-line error on an item without ``=``)."""
     runs = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep:
-            raise SystemExit(f"error: --compare {item!r} is not NAME={what}")
+            raise SystemExit(f"error: {option} {item!r} is not NAME={what}")
         runs[name] = Path(path)
     return runs
 

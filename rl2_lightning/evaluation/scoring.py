@@ -109,16 +109,20 @@ def summarize(returns: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def least_squares_slope(points: list[tuple[float, float]]) -> float:
+    """Slope of the least-squares line through ``(x, y)`` points; NaN with fewer than two."""
+    if len(points) < 2:
+        return float("nan")
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
 def late_slope(values: list[float], start: int = 3) -> float:
     """Least-squares slope per episode of ``values`` (mean reward per episode index) from index ``start`` on: how much
     a policy still improves within the trial once it has explored (``meta_test/late_slope``). NaN with fewer than
     two episodes from ``start``."""
-    pts = list(enumerate(values))[start:]
-    if len(pts) < 2:
-        return float("nan")
-    mx = sum(x for x, _ in pts) / len(pts)
-    my = sum(y for _, y in pts) / len(pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    return least_squares_slope(list(enumerate(values))[start:])
 
 
 #: the benchmark's levels: shares of the gap from the random policy to the strongest baseline
